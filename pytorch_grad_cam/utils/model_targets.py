@@ -1,0 +1,215 @@
+"""Targets: callables that turn one image's model output into the scalar a CAM explains.
+
+A target receives the output of the model for a single image (for a classifier, a 1-D
+tensor of logits) and returns a tensor; the CAM methods sum it if it is not a scalar.
+The classification targets also accept a 2-D (B, N) output and then return one score per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+
+
+def _logits(output: Any) -> torch.Tensor:
+    """Extract the logits tensor from a model output.
+
+    Accepts a tensor, an object with a ``logits`` attribute (HuggingFace ``ModelOutput``),
+    a mapping with a ``'logits'`` key, or a tuple/list whose first element is the logits.
+
+    Raises:
+        TypeError: if no tensor can be found.
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    if isinstance(output, (tuple, list)) and output:
+        return _logits(output[0])
+    raise TypeError(
+        "expected the model output to be a tensor, an object with a 'logits' tensor attribute, "
+        "a mapping with a 'logits' key, or a tuple/list starting with a tensor; "
+        f"got {type(output)!r}"
+    )
+
+
+def _check_category(target: object, category: int, logits: torch.Tensor) -> None:
+    """Raise ``IndexError`` if ``category`` is not a valid class index for ``logits``."""
+    if logits.ndim == 0:
+        raise IndexError(f"{target!r}: the model output is a scalar; expected a vector of scores")
+    n = logits.shape[-1]
+    if not 0 <= category < n:
+        raise IndexError(
+            f"{target!r}: category {category} is out of range for a model output with {n} "
+            f"classes (expected 0 <= category < {n})"
+        )
+
+
+class _CategoryTarget:
+    """Base of the targets parameterised by a single class index."""
+
+    def __init__(self, category: int) -> None:
+        self.category = int(category)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(category={self.category})"
+
+
+class ClassifierOutputTarget(_CategoryTarget):
+    """The raw score (logit) of one class."""
+
+    def __call__(self, model_output: Any) -> torch.Tensor:
+        logits = _logits(model_output)
+        _check_category(self, self.category, logits)
+        return logits[..., self.category]
+
+
+class ClassifierOutputSoftmaxTarget(_CategoryTarget):
+    """The softmax probability of one class."""
+
+    def __call__(self, model_output: Any) -> torch.Tensor:
+        logits = _logits(model_output)
+        _check_category(self, self.category, logits)
+        return torch.softmax(logits, dim=-1)[..., self.category]
+
+
+class ClassifierOutputReST(_CategoryTarget):
+    """The ReST score of one class: its logit minus the cross-entropy w.r.t. that class.
+
+    Per sample this is ``z[c] + log_softmax(z)[c]`` (arXiv 2501.06261).
+    """
+
+    def __call__(self, model_output: Any) -> torch.Tensor:
+        logits = _logits(model_output)
+        _check_category(self, self.category, logits)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        return logits[..., self.category] + log_probs[..., self.category]
+
+
+class BinaryClassifierOutputTarget(_CategoryTarget):
+    """The output of a single-logit binary classifier, negated unless ``category == 1``."""
+
+    def __call__(self, model_output: Any) -> torch.Tensor:
+        sign = 1 if self.category == 1 else -1
+        return _logits(model_output) * sign
+
+
+class SoftmaxOutputTarget:
+    """The softmax of the output over its last dimension (all classes)."""
+
+    def __call__(self, model_output: Any) -> torch.Tensor:
+        return torch.softmax(_logits(model_output), dim=-1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class RawScoresOutputTarget:
+    """The model output, unchanged."""
+
+    def __call__(self, model_output: Any) -> Any:
+        return model_output
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SemanticSegmentationTarget:
+    """Sum of one class's segmentation scores inside a mask.
+
+    Args:
+        category: class channel of the (C, H, W) model output.
+        mask: HxW weights (numpy array or tensor), usually a binary mask of the region.
+    """
+
+    def __init__(self, category: int, mask: np.ndarray | torch.Tensor) -> None:
+        self.category = int(category)
+        self.mask = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask)
+
+    def __call__(self, model_output: Any) -> torch.Tensor:
+        scores = _logits(model_output)
+        if scores.ndim != 3:
+            raise ValueError(
+                f"{self!r}: expected a (C, H, W) model output; got shape {tuple(scores.shape)}"
+            )
+        if not 0 <= self.category < scores.shape[0]:
+            raise IndexError(
+                f"{self!r}: category {self.category} is out of range for a model output with "
+                f"{scores.shape[0]} classes (expected 0 <= category < {scores.shape[0]})"
+            )
+        if tuple(self.mask.shape) != tuple(scores.shape[1:]):
+            raise ValueError(
+                f"{self!r}: mask shape {tuple(self.mask.shape)} does not match the output's "
+                f"spatial size {tuple(scores.shape[1:])}"
+            )
+        mask = self.mask.to(device=scores.device, dtype=scores.dtype)
+        return (scores[self.category, :, :] * mask).sum()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(category={self.category}, mask_shape={tuple(self.mask.shape)})"
+        )
+
+
+class FasterRCNNBoxScoreTarget:
+    """Score of detections that match reference boxes, for torchvision detection models.
+
+    For every reference box, the predicted box with the highest IoU is found; if that IoU
+    exceeds ``iou_threshold`` and the labels agree, ``IoU + score`` of the prediction is added.
+
+    Args:
+        labels: reference labels, one per box.
+        bounding_boxes: reference boxes, shape (K, 4), in (x1, y1, x2, y2) format.
+        iou_threshold: minimum IoU (exclusive) for a prediction to count.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray | torch.Tensor,
+        bounding_boxes: Sequence[Sequence[float]] | np.ndarray | torch.Tensor,
+        iou_threshold: float = 0.5,
+    ) -> None:
+        self.labels = labels
+        self.bounding_boxes = bounding_boxes
+        self.iou_threshold = float(iou_threshold)
+
+    def __call__(self, model_output: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        pred_boxes = model_output["boxes"]
+        pred_labels = model_output["labels"]
+        pred_scores = model_output["scores"]
+        total = pred_scores.sum() * 0
+        if len(pred_boxes) == 0:
+            return total
+        ref_boxes = (
+            torch.as_tensor(
+                np.asarray(self.bounding_boxes)
+                if not torch.is_tensor(self.bounding_boxes)
+                else self.bounding_boxes
+            )
+            .to(device=pred_boxes.device, dtype=pred_boxes.dtype)
+            .reshape(-1, 4)
+        )
+        ref_labels = [int(label) for label in self.labels]
+        if len(ref_labels) != len(ref_boxes):
+            raise ValueError(
+                f"{self!r}: got {len(ref_labels)} labels for {len(ref_boxes)} bounding boxes"
+            )
+        ious = torchvision.ops.box_iou(ref_boxes, pred_boxes)
+        for row, label in zip(ious, ref_labels):
+            index = int(row.argmax())
+            if row[index] > self.iou_threshold and int(pred_labels[index]) == label:
+                total = total + row[index] + pred_scores[index]
+        return total
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(labels={list(int(label) for label in self.labels)}, "
+            f"num_boxes={len(self.bounding_boxes)}, iou_threshold={self.iou_threshold})"
+        )

@@ -1,0 +1,208 @@
+"""Tests for pytorch_grad_cam.utils.image."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from pytorch_grad_cam.utils.image import (
+    deprocess_image,
+    preprocess_image,
+    scale_cam_image,
+    show_cam_on_image,
+)
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def _scale_oracle(cams, target_size):
+    """numpy + OpenCV reference: min-max normalise each map then cv2.resize bilinearly."""
+    out = []
+    for cam in cams:
+        cam = cam - cam.min()
+        cam = cam / (cam.max() + 1e-7)
+        if target_size is not None:
+            cam = cv2.resize(cam, tuple(target_size), interpolation=cv2.INTER_LINEAR)
+        out.append(cam)
+    return np.float32(out)
+
+
+# ---------------------------------------------------------------- scale_cam_image
+
+
+@pytest.mark.parametrize(
+    "shape, target_size",
+    [
+        ((2, 7, 5), (20, 13)),  # upsizing, non-square, (W, H) order
+        ((3, 31, 17), (6, 10)),  # downsizing by a non-integer factor
+        ((1, 16, 12), (6, 8)),  # downsizing by exactly 2
+        ((2, 6, 9), (9, 6)),  # transposed aspect ratio
+        ((2, 5, 5), None),  # normalisation only
+    ],
+)
+def test_scale_cam_image_matches_cv2_oracle(rng, shape, target_size):
+    cams = rng.normal(size=shape).astype(np.float32) * 3 + 1
+    got = scale_cam_image(cams, target_size)
+    expected = _scale_oracle(cams, target_size)
+    assert isinstance(got, np.ndarray)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_scale_cam_image_torch_in_torch_out(rng):
+    cams = rng.random((2, 4, 6)).astype(np.float32)
+    got_np = scale_cam_image(cams, (12, 8))
+    got_t = scale_cam_image(torch.from_numpy(cams), (12, 8))
+    assert isinstance(got_t, torch.Tensor)
+    assert tuple(got_t.shape) == (2, 8, 12)
+    np.testing.assert_allclose(got_t.numpy(), got_np, atol=1e-6)
+
+
+def test_scale_cam_image_3d_volume(rng):
+    vols = rng.random((2, 3, 4, 5)).astype(np.float32)
+    normalised = scale_cam_image(vols)
+    assert normalised.shape == vols.shape
+    for v in normalised:
+        assert v.min() == pytest.approx(0.0, abs=1e-6)
+        assert v.max() == pytest.approx(1.0, abs=1e-6)
+    resized = scale_cam_image(vols, (10, 8, 6))  # (W, H, D)
+    assert resized.shape == (2, 6, 8, 10)
+    assert resized.min() >= -1e-6 and resized.max() <= 1 + 1e-6
+
+
+# ---------------------------------------------------------------- preprocess / deprocess
+
+
+def test_preprocess_image_normalises_each_channel(rng):
+    img = rng.random((5, 7, 3)).astype(np.float32)
+    tensor = preprocess_image(img)
+    assert tensor.shape == (1, 3, 5, 7)
+    assert tensor.dtype == torch.float32
+    for c in range(3):
+        expected = (img[:, :, c] - MEAN[c]) / STD[c]
+        np.testing.assert_allclose(tensor[0, c].numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_preprocess_image_round_trip(rng):
+    img = rng.random((4, 6, 3))
+    tensor = preprocess_image(img, mean=[0.5, 0.25, 0.0], std=[0.5, 2.0, 1.0])
+    back = tensor[0].numpy().transpose(1, 2, 0) * np.array([0.5, 2.0, 1.0]) + [0.5, 0.25, 0.0]
+    np.testing.assert_allclose(back, img, atol=1e-6)
+
+
+def test_preprocess_image_uint8_is_divided_by_255(rng):
+    img_u8 = rng.integers(0, 256, size=(3, 4, 3), dtype=np.uint8)
+    from_u8 = preprocess_image(img_u8)
+    from_float = preprocess_image(img_u8.astype(np.float32) / 255.0)
+    torch.testing.assert_close(from_u8, from_float)
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (4, 4, 4), (1, 4, 4, 3)])
+def test_preprocess_image_rejects_bad_shape(shape):
+    with pytest.raises(ValueError, match="img"):
+        preprocess_image(np.zeros(shape, dtype=np.float32))
+
+
+def test_deprocess_image_properties(rng):
+    grads = rng.normal(size=(6, 5, 3)) * 1e-3
+    out = deprocess_image(grads)
+    assert out.dtype == np.uint8 and out.shape == grads.shape
+    # Standardisation makes the result invariant to affine rescaling of the input.
+    np.testing.assert_allclose(out.astype(int), deprocess_image(grads * 50 + 3).astype(int), atol=1)
+    # Order is preserved (monotone map) and the centre value is mapped near 127.
+    flat_in, flat_out = grads.ravel(), out.ravel().astype(int)
+    order = np.argsort(flat_in)
+    assert np.all(np.diff(flat_out[order]) >= 0)
+    assert abs(np.median(flat_out) - 127.5) <= 3
+
+
+def test_deprocess_image_hand_values():
+    # mean 0, std 1 -> x * 0.1 + 0.5, clipped.
+    x = np.array([-1.0, 1.0, -1.0, 1.0])
+    expected = np.uint8(np.clip(x / (1 + 1e-5) * 0.1 + 0.5, 0, 1) * 255)
+    np.testing.assert_array_equal(deprocess_image(x), expected)
+    assert deprocess_image(np.full((2, 2), 7.0)).tolist() == [[127, 127], [127, 127]]
+    extreme = deprocess_image(np.array([0.0] * 99 + [1.0]))
+    assert extreme[-1] == 255 and extreme[0] < 127
+
+
+# ---------------------------------------------------------------- show_cam_on_image
+
+
+def _jet(value):
+    """BGR float colour of the JET colormap for a mask value in [0, 1]."""
+    return cv2.applyColorMap(np.uint8([[255 * value]]), cv2.COLORMAP_JET)[0, 0] / 255.0
+
+
+def test_show_cam_on_image_hand_computation():
+    img = np.full((2, 3, 3), 0.2, dtype=np.float32)
+    img[0, 0] = [1.0, 0.0, 0.5]
+    mask = np.zeros((2, 3), dtype=np.float32)
+    mask[1, 2] = 1.0
+    out = show_cam_on_image(img, mask, image_weight=0.25)
+
+    blend = np.empty((2, 3, 3), dtype=np.float64)
+    for i in range(2):
+        for j in range(3):
+            blend[i, j] = 0.75 * _jet(mask[i, j]) + 0.25 * img[i, j]
+    expected = np.uint8(255 * blend / blend.max())
+    assert out.dtype == np.uint8 and out.shape == (2, 3, 3)
+    np.testing.assert_allclose(out.astype(int), expected.astype(int), atol=1)
+    # JET at 0 is pure dark blue in BGR: after normalisation the blue channel of a 0.2-gray
+    # pixel is (0.75 * 128/255 + 0.05) / max.
+    assert out[1, 0, 0] > out[1, 0, 2]
+
+
+def test_show_cam_on_image_use_rgb_swaps_heatmap_channels(rng):
+    img = np.full((4, 5, 3), 0.3, dtype=np.float32)  # gray: channel order does not matter
+    mask = rng.random((4, 5)).astype(np.float32)
+    bgr = show_cam_on_image(img, mask, use_rgb=False)
+    rgb = show_cam_on_image(img, mask, use_rgb=True)
+    np.testing.assert_array_equal(rgb, bgr[:, :, ::-1])
+
+
+def test_show_cam_on_image_weights_extremes(rng):
+    img = rng.random((3, 3, 3)).astype(np.float32)
+    mask = rng.random((3, 3)).astype(np.float32)
+    only_img = show_cam_on_image(img, mask, image_weight=1.0)
+    np.testing.assert_array_equal(only_img, np.uint8(255 * img / img.max()))
+    only_heat = show_cam_on_image(img, mask, image_weight=0.0)
+    heat = cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET) / 255.0
+    np.testing.assert_allclose(only_heat.astype(int), np.uint8(255 * heat / heat.max()), atol=1)
+
+
+def test_show_cam_on_image_accepts_grayscale_and_tensors(rng):
+    gray = rng.random((4, 4)).astype(np.float32)
+    mask = rng.random((4, 4)).astype(np.float32)
+    expected = show_cam_on_image(np.repeat(gray[:, :, None], 3, axis=2), mask)
+    np.testing.assert_array_equal(show_cam_on_image(gray, mask), expected)
+    from_tensors = show_cam_on_image(torch.from_numpy(gray).repeat(3, 1, 1).permute(1, 2, 0), mask)
+    np.testing.assert_array_equal(from_tensors, expected)
+    np.testing.assert_array_equal(show_cam_on_image(gray, torch.from_numpy(mask)), expected)
+    np.testing.assert_array_equal(show_cam_on_image(gray, mask[None]), expected)
+
+
+@pytest.mark.parametrize(
+    "img, mask, kwargs, name",
+    [
+        (np.full((4, 4, 3), 200.0), np.zeros((4, 4)), {}, "img"),  # 0..255 image
+        (np.full((4, 4, 3), -0.1), np.zeros((4, 4)), {}, "img"),
+        (np.zeros((4, 4, 4)), np.zeros((4, 4)), {}, "img"),  # 4 channels
+        (np.zeros((4, 4, 3)), np.zeros((4, 4)), {"image_weight": 1.5}, "image_weight"),
+        (np.zeros((4, 4, 3)), np.zeros((4, 4)), {"image_weight": -0.1}, "image_weight"),
+        (np.zeros((4, 4, 3)), np.full((4, 4), 2.0), {}, "mask"),
+        (np.zeros((4, 4, 3)), np.full((4, 4), -0.5), {}, "mask"),
+        (np.zeros((4, 4, 3)), np.full((4, 4), np.nan), {}, "mask"),
+        (np.zeros((4, 4, 3)), np.zeros((4, 5)), {}, "mask"),  # size mismatch
+        (np.zeros((4, 4, 3)), np.zeros((2, 4, 4)), {}, "mask"),
+    ],
+)
+def test_show_cam_on_image_rejects_bad_inputs(img, mask, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        show_cam_on_image(img, mask, **kwargs)
