@@ -14,10 +14,10 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["pytorch_grad_cam", "pytorch_grad_cam.*"]),
-    package_data={"pytorch_grad_cam": ["py.typed", "assets/*"]},
+    package_data={"pytorch_grad_cam": ["py.typed", "demo/*.pt"]},
     python_requires=">=3.10",
     install_requires=[
-        "torch>=1.12",
+        "torch>=1.13",
         "torchvision>=0.13",
         "numpy",
         "opencv-python-headless",

@@ -7,6 +7,7 @@ from pytorch_grad_cam.eigen_grad_cam import EigenGradCAM
 from pytorch_grad_cam.grad_cam import GradCAM
 from pytorch_grad_cam.grad_cam_elementwise import GradCAMElementWise
 from pytorch_grad_cam.grad_cam_plusplus import GradCAMPlusPlus
+from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel
 from pytorch_grad_cam.hirescam import HiResCAM
 from pytorch_grad_cam.layer_cam import LayerCAM
 from pytorch_grad_cam.random_cam import RandomCAM
@@ -22,6 +23,7 @@ __all__ = [
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
+    "GuidedBackpropReLUModel",
     "HiResCAM",
     "LayerCAM",
     "RandomCAM",

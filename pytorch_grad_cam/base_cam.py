@@ -240,8 +240,8 @@ class BaseCAM:
                     f"target_layers[{i}] ({type(self.target_layers[i]).__name__}) was not "
                     "called during the model's forward pass; pick a layer the model runs"
                 )
-        self.outputs = outputs
-        self.input_tensor = input_tensor
+        tensors, rebuild = flatten_tensors(outputs)
+        self.outputs = rebuild([t.detach() for t in tensors])  # keep no autograd graph alive
         return outputs
 
     def _default_targets(self, outputs: Any, batch: int) -> list[Target] | None:
@@ -308,6 +308,14 @@ class BaseCAM:
             layer_grads = [
                 torch.zeros_like(t) if g is None else g for t, g in zip(outs, layer_grads)
             ]
+            if not any(bool(g.any()) for g in layer_grads):
+                warnings.warn(
+                    f"the gradient at target_layers[{i}] ({type(self.target_layers[i]).__name__}) "
+                    "is zero everywhere, so its map is empty; pick a layer the target depends on "
+                    "(for ViT: a layer before the last block's attention, e.g. blocks[-1].norm1)",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
             with torch.no_grad():
                 result.append(aag.apply_reshape(aag.rebuild(i, layer_grads)))
         aag.gradients = result

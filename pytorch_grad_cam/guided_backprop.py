@@ -1,0 +1,150 @@
+"""Guided backpropagation (Springenberg et al., 2015, "Striving for Simplicity").
+
+The gradient of a class score with respect to the input image, where every ReLU passes the
+gradient back only where its forward input was positive *and* the incoming gradient is
+positive. The model is never modified: during the call a :class:`torch.overrides.TorchFunctionMode`
+swaps each ReLU evaluation (``nn.ReLU`` modules, ``F.relu``, ``torch.relu``, ``Tensor.relu`` and
+their in-place forms) for an equivalent autograd function with the guided backward rule.
+
+Limitations: ReLUs written another way (``clamp(min=0)``, ``torch.maximum(x, 0)``, other
+activations) and TorchScript-compiled modules keep their ordinary backward.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """``relu(x)`` whose backward keeps positive gradients where ``x > 0``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.mask = x > 0
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0) * ctx.mask
+
+
+class _GuidedReLUInplace(torch.autograd.Function):
+    """In-place ``relu_(x)`` with the guided backward rule."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.mask = x > 0
+        x.clamp_(min=0)
+        ctx.mark_dirty(x)
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0) * ctx.mask
+
+
+_RELU = {F.relu, torch.relu, torch.Tensor.relu}
+_RELU_INPLACE = {torch.relu_, torch.Tensor.relu_}
+
+
+class _GuidedReLUMode(TorchFunctionMode):
+    """While active, every ReLU call that needs a gradient uses the guided rule."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _RELU or func in _RELU_INPLACE:
+            x = args[0] if args else kwargs.get("input", kwargs.get("self"))
+            if isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled():
+                inplace = func in _RELU_INPLACE or bool(
+                    kwargs.get("inplace", args[1] if len(args) > 1 else False)
+                )
+                return (_GuidedReLUInplace if inplace else _GuidedReLU).apply(x)
+        return func(*args, **kwargs)
+
+
+class GuidedBackpropReLUModel:
+    """Computes guided-backpropagation saliency maps for a classifier.
+
+    Args:
+        model: a classifier returning (B, num_classes) scores; it is left unchanged.
+        device: device the input is moved to; None uses the device of the model's parameters.
+        use_cuda: deprecated; ``True`` means ``device="cuda"``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device | None = None,
+        use_cuda: bool | None = None,
+    ) -> None:
+        if use_cuda is not None:
+            warnings.warn(
+                "use_cuda is deprecated; pass device='cuda' instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if device is None and use_cuda:
+                device = "cuda"
+        if device is None:
+            param = next(model.parameters(), None)
+            device = param.device if param is not None else "cpu"
+        self.model = model
+        self.device = torch.device(device)
+
+    def forward(self, input_img: torch.Tensor) -> torch.Tensor:
+        """Runs the model as is (no guided rule)."""
+        return self.model(input_img)
+
+    def __call__(
+        self, input_img: torch.Tensor, target_category: int | Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Guided gradient of the target class score with respect to the input.
+
+        Args:
+            input_img: images of shape (B, C, H, W).
+            target_category: None for each image's top-scoring class, an int for the same
+                class in every image, or one class per image.
+
+        Returns:
+            float32 array of shape (H, W, C) when B is 1, else (B, H, W, C).
+        """
+        x = torch.as_tensor(input_img).detach().to(self.device).requires_grad_(True)
+        modes = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        try:
+            with torch.enable_grad(), _GuidedReLUMode():
+                output = self.model(x)
+                cats = self._categories(output, target_category)
+                score = output[torch.arange(len(cats), device=output.device), cats].sum()
+                (grad,) = torch.autograd.grad(score, x)
+        finally:
+            for module, training in modes.items():
+                module.training = training
+        result = grad.detach().cpu().float().numpy().transpose(0, 2, 3, 1)
+        return result[0] if result.shape[0] == 1 else result
+
+    @staticmethod
+    def _categories(
+        output: torch.Tensor, target_category: int | Sequence[int] | None
+    ) -> torch.Tensor:
+        batch = output.shape[0]
+        if target_category is None:
+            return output.argmax(dim=-1)
+        if isinstance(target_category, torch.Tensor):
+            target_category = target_category.tolist()
+        if np.ndim(target_category) == 0:
+            return torch.full((batch,), int(target_category), device=output.device)
+        cats = torch.as_tensor([int(c) for c in target_category], device=output.device)
+        if cats.numel() != batch:
+            raise ValueError(
+                f"target_category has {cats.numel()} entries for a batch of {batch} images"
+            )
+        return cats
