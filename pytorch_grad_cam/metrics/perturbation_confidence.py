@@ -1,0 +1,277 @@
+"""Confidence change of a model when the input is perturbed according to a CAM.
+
+The building blocks of the ROAD and CAM-multiplication metrics: a *perturbation* maps a batch
+of images (B, C, H, W) and their CAMs (B, H, W) to perturbed images; an *imputer* replaces the
+pixels a binary mask marks as removed (mask 1 = keep, 0 = remove).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pytorch_grad_cam.base_cam import _MISSING, _eval_mode, _resolve_targets, _select_image
+from pytorch_grad_cam.utils.model_targets import (
+    ClassifierOutputReST,
+    ClassifierOutputSoftmaxTarget,
+    ClassifierOutputTarget,
+)
+
+Perturbation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Imputer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Targets that also score every row of a (B, N) output at once.
+_ROW_TARGETS = (ClassifierOutputTarget, ClassifierOutputSoftmaxTarget, ClassifierOutputReST)
+
+
+class PerturbationConfidenceMetric:
+    """Target score of the perturbed images minus that of the original images.
+
+    Args:
+        perturbation: ``perturbation(images, cams) -> perturbed images``, batched:
+            (B, C, H, W) and (B, H, W) tensors on the model's device.
+        batch_size: most images per forward pass of the model (None: all at once).
+    """
+
+    def __init__(self, perturbation: Perturbation, batch_size: int | None = None) -> None:
+        self.perturbation = perturbation
+        self.batch_size = batch_size
+
+    def __call__(
+        self,
+        input_tensor: torch.Tensor,
+        cams: np.ndarray | torch.Tensor,
+        targets: Any,
+        model: nn.Module,
+        return_visualization: bool = False,
+        return_diff: bool = True,
+    ) -> np.ndarray | tuple[np.ndarray, torch.Tensor]:
+        """Score the CAMs.
+
+        Args:
+            input_tensor: (B, C, H, W) images, as given to the CAM.
+            cams: (B, H, W) maps in [0, 1], as returned by the CAM.
+            targets: one target per image (or one for all), e.g. ClassifierOutputSoftmaxTarget.
+            model: the classifier; run in eval mode under no_grad, its flags restored after.
+            return_visualization: also return the perturbed images (a tensor on the device).
+            return_diff: return the score change (True) or the perturbed score (False).
+
+        Returns:
+            float32 (B,) scores, and the perturbed (B, C, H, W) images if asked.
+        """
+        images, cam_t, targets = prepare_inputs(input_tensor, cams, targets, model)
+        with _eval_mode(model), torch.no_grad():
+            perturbed = self.perturbation(images, cam_t)
+            scores = target_scores(model, perturbed, targets, self.batch_size)
+            if return_diff:
+                scores = scores - target_scores(model, images, targets, self.batch_size)
+        result = scores.cpu().numpy()
+        return (result, perturbed) if return_visualization else result
+
+
+class RemoveMostRelevantFirst:
+    """Perturbation that imputes the most relevant pixels and keeps the rest.
+
+    With a number, the pixels whose CAM value is at or above the ``percentile``-th percentile
+    of the image's CAM are removed, i.e. the (100 - percentile)% most relevant ones.
+    With ``"auto"`` the threshold is Otsu's on the CAM quantised to 256 levels.
+
+    Args:
+        percentile: in [0, 100], or "auto".
+        imputer: ``imputer(images, keep_mask) -> images``, with (B, H, W) mask 1 = keep.
+    """
+
+    def __init__(self, percentile: float | str, imputer: Imputer) -> None:
+        if percentile != "auto" and not (
+            isinstance(percentile, (int, float)) and 0 <= percentile <= 100
+        ):
+            raise ValueError(f"percentile must be a number in [0, 100] or 'auto'; got {percentile}")
+        self.percentile = percentile
+        self.imputer = imputer
+
+    def __call__(self, input_tensor: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
+        """Impute the removed pixels of (B, C, H, W) images ((C, H, W) with an (H, W) cam)."""
+        single = input_tensor.ndim == 3
+        if single:
+            input_tensor, cams = input_tensor[None], torch.as_tensor(cams)[None]
+        result = self.imputer(input_tensor, self.keep_mask(cams, input_tensor.device))
+        return result[0] if single else result
+
+    def keep_mask(self, cams: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        """float (B, H, W) mask of the pixels kept: 1 below the threshold, 0 at or above."""
+        cams = torch.as_tensor(cams, device=device).float()
+        flat = cams.flatten(1)
+        if self.percentile == "auto":
+            threshold = otsu_threshold(flat)
+        else:
+            threshold = percentile(flat, float(self.percentile))
+        return (cams < threshold.reshape(-1, *[1] * (cams.ndim - 1))).float()
+
+
+class RemoveLeastRelevantFirst(RemoveMostRelevantFirst):
+    """Perturbation that imputes the least relevant pixels: ``RemoveMostRelevantFirst(1 - cam)``.
+
+    With a number, the (100 - percentile)% least relevant pixels are removed.
+    """
+
+    def keep_mask(self, cams: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        return super().keep_mask(1 - torch.as_tensor(cams, device=device), device)
+
+
+class AveragerAcrossThresholds:
+    """Mean of a metric over several percentiles.
+
+    When the metrics are ``PerturbationConfidenceMetric``s that remove pixels with one shared
+    imputer, all percentiles are imputed in one batched call (P times the memory of a batch).
+
+    Args:
+        imputer: ``imputer(percentile) -> metric``, e.g. ``ROADMostRelevantFirst``.
+        percentiles: the percentiles to average over.
+    """
+
+    def __init__(
+        self,
+        imputer: Callable[[float], Any],
+        percentiles: Sequence[float] = (10, 20, 30, 40, 50, 60, 70, 80, 90),
+    ) -> None:
+        self.imputer = imputer
+        self.percentiles = list(percentiles)
+        if not self.percentiles:
+            raise ValueError("percentiles is empty; pass at least one percentile")
+
+    def __call__(
+        self,
+        input_tensor: torch.Tensor,
+        cams: np.ndarray | torch.Tensor,
+        targets: Any,
+        model: nn.Module,
+    ) -> np.ndarray:
+        """The (B,) mean score over the percentiles."""
+        metrics = [self.imputer(p) for p in self.percentiles]
+        if not all(type(m).__call__ is PerturbationConfidenceMetric.__call__ for m in metrics):
+            scores = [m(input_tensor, cams, targets, model) for m in metrics]
+            return np.mean(np.float32(scores), axis=0)
+        # Score the original images once, then every percentile's perturbation.
+        images, cam_t, targets = prepare_inputs(input_tensor, cams, targets, model)
+        batch_size = metrics[0].batch_size
+        perturbations = [m.perturbation for m in metrics]
+        imputer = getattr(perturbations[0], "imputer", None)
+        with _eval_mode(model), torch.no_grad():
+            base = target_scores(model, images, targets, batch_size)
+            if all(
+                isinstance(p, RemoveMostRelevantFirst) and p.imputer is imputer
+                for p in perturbations
+            ):  # one imputer call for all percentiles: (P * B) images, percentile-major
+                keep = torch.cat([p.keep_mask(cam_t, images.device) for p in perturbations])
+                perturbed = imputer(images.repeat(len(metrics), 1, 1, 1), keep)
+                scores = target_scores(model, perturbed, targets, batch_size)
+            else:
+                scores = torch.cat(
+                    [
+                        target_scores(model, p(images, cam_t), targets, batch_size)
+                        for p in perturbations
+                    ]
+                )
+        return (scores.reshape(len(metrics), -1).mean(dim=0) - base).cpu().numpy()
+
+
+# --------------------------------------------------------------------- helpers
+def percentile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-row q-th percentile of (B, N) values, linear interpolation like ``np.percentile``."""
+    ordered = values.sort(dim=1).values
+    position = q / 100 * (values.shape[1] - 1)
+    low = int(np.floor(position))
+    high = min(low + 1, values.shape[1] - 1)
+    return ordered[:, low] + (ordered[:, high] - ordered[:, low]) * (position - low)
+
+
+def otsu_threshold(values: torch.Tensor) -> torch.Tensor:
+    """Per-row Otsu threshold of (B, N) values in [0, 1], quantised to 256 levels.
+
+    Returns the threshold in [0, 1] units such that ``values < threshold`` is the darker class.
+    """
+    levels = (values.clamp(0, 1) * 255).long()
+    hist = torch.zeros(values.shape[0], 256, device=values.device)
+    hist.scatter_add_(1, levels, torch.ones_like(values))
+    p = hist / values.shape[1]
+    omega = p.cumsum(1)  # weight of levels <= t
+    mu = (p * torch.arange(256, device=values.device)).cumsum(1)
+    between = (mu[:, -1:] * omega - mu) ** 2 / (omega * (1 - omega)).clamp_min(1e-12)
+    return (between.argmax(dim=1) + 1).float() / 255
+
+
+def prepare_inputs(
+    input_tensor: torch.Tensor, cams: Any, targets: Any, model: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Check the metric inputs; move images and cams to the model's device; one target each."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if not isinstance(input_tensor, torch.Tensor) or input_tensor.ndim != 4:
+        shape = getattr(input_tensor, "shape", type(input_tensor).__name__)
+        raise ValueError(f"input_tensor must be a (B, C, H, W) tensor; got {shape}")
+    param = next(model.parameters(), None)
+    device = input_tensor.device if param is None else param.device
+    cam_t = torch.as_tensor(
+        cams.detach() if isinstance(cams, torch.Tensor) else np.asarray(cams), device=device
+    ).float()
+    expected = (input_tensor.shape[0], *input_tensor.shape[2:])
+    if tuple(cam_t.shape) != expected:
+        raise ValueError(
+            f"cams must have shape (B, H, W) = {expected} to match input_tensor; "
+            f"got {tuple(cam_t.shape)}"
+        )
+    if targets is None:
+        raise ValueError(
+            "targets is required: one target per image, e.g. [ClassifierOutputSoftmaxTarget(k)]"
+        )
+    targets = _resolve_targets(targets, _MISSING)
+    batch = input_tensor.shape[0]
+    if len(targets) == 1:
+        targets = targets * batch
+    if len(targets) != batch:
+        raise ValueError(
+            f"targets has {len(targets)} entries but the batch has {batch} images: pass one "
+            "target per image, or a single target for every image"
+        )
+    return input_tensor.detach().to(device), cam_t, targets
+
+
+def target_scores(
+    model: nn.Module, images: torch.Tensor, targets: list, batch_size: int | None = None
+) -> torch.Tensor:
+    """float32 (N,) target scores of N images; ``targets[i % len(targets)]`` scores image i.
+
+    The model runs on chunks of at most ``batch_size`` images (None: all at once).
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None; got {batch_size}")
+    n, size = images.shape[0], batch_size or images.shape[0]
+    index = torch.arange(n) % len(targets)
+    scores = []
+    for start in range(0, n, size):
+        outputs = model(images[start : start + size])
+        chunk = [targets[i] for i in index[start : start + size].tolist()]
+        scores.append(_scores_of(outputs, chunk))
+    return torch.cat(scores).float()
+
+
+def _scores_of(outputs: Any, targets: list) -> torch.Tensor:
+    """(B,) scores of a batch output, one target per image."""
+    batch = len(targets)
+    if (
+        isinstance(outputs, torch.Tensor)
+        and outputs.ndim == 2
+        and all(type(t) in _ROW_TARGETS for t in targets)
+    ):  # each distinct target scores all rows once; then pick each image's own
+        keys = [(type(t), t.category) for t in targets]
+        distinct = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        rows = torch.stack([cls(k)(outputs) for cls, k in distinct])
+        pick = torch.tensor([distinct[key] for key in keys], device=rows.device)
+        return rows.gather(0, pick[None])[0]
+    return torch.stack(
+        [torch.as_tensor(t(_select_image(outputs, i, batch))).sum() for i, t in enumerate(targets)]
+    )
