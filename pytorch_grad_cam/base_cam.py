@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ import ttach as tta
 from torch import nn
 
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients, flatten_tensors
+from pytorch_grad_cam.utils.find_layers import find_target_layer
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, _logits
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
@@ -32,6 +34,8 @@ class BaseCAM:
     Args:
         model: the network. Its device (first parameter's) is where everything runs.
         target_layers: the layers whose outputs are explained (a module or a list of modules).
+            None (with no reshape_transform): chosen, with their transform, by
+            ``pytorch_grad_cam.utils.find_layers.find_target_layer``.
         reshape_transform: turns a layer output into (B, C, *spatial), e.g. for token layouts.
         compute_input_gradient: also back-propagate to the input (full backward pass).
         uses_gradients: whether the method needs gradients (class attribute by default).
@@ -84,6 +88,8 @@ class BaseCAM:
                         "use_cuda=True but CUDA is not available; using the CPU", stacklevel=2
                     )
         self.model = model
+        if target_layers is None and reshape_transform is None:
+            target_layers, reshape_transform = find_target_layer(model)
         self.target_layers = _check_target_layers(model, target_layers)
         self.reshape_transform = reshape_transform
         self.compute_input_gradient = compute_input_gradient
@@ -160,15 +166,16 @@ class BaseCAM:
         Returns:
             float32 array (B, H, W) (or (B, D, H, W)) with values in [0, 1].
         """
-        targets = _resolve_targets(targets, target_category)
-        input_tensor = self._check_input(input_tensor)
-        if targets is not None and len(targets) not in (1, input_tensor.shape[0]):
-            raise ValueError(
-                f"targets has {len(targets)} entries but the batch has {input_tensor.shape[0]} "
-                "images: pass one target per image, or a single target for every image"
-            )
         self.activations_and_grads.register()
-        try:
+        try:  # any error, bad arguments included, leaves no hooks on the model
+            targets = _resolve_targets(targets, target_category)
+            input_tensor = self._check_input(input_tensor)
+            if targets is not None and len(targets) not in (1, input_tensor.shape[0]):
+                raise ValueError(
+                    f"targets has {len(targets)} entries but the batch has "
+                    f"{input_tensor.shape[0]} images: pass one target per image, or a single "
+                    "target for every image"
+                )
             with _eval_mode(self.model), torch.inference_mode(False):
                 if input_tensor.is_inference():
                     input_tensor = input_tensor.clone()
@@ -229,6 +236,7 @@ class BaseCAM:
         aag.truncate = self.uses_gradients and not self.compute_input_gradient
         if self.compute_input_gradient:
             input_tensor = input_tensor.detach().requires_grad_()
+            self._input_leaf = input_tensor
             with torch.enable_grad():
                 outputs = aag(input_tensor)
         else:
@@ -287,6 +295,21 @@ class BaseCAM:
             scores.append(torch.as_tensor(score).sum())
         return torch.stack(scores)
 
+    def _raw_gradients(
+        self, scores: torch.Tensor, tensors: list[torch.Tensor]
+    ) -> Sequence[torch.Tensor | None]:
+        """Gradients of the summed scores w.r.t. ``tensors`` (the target layers' outputs).
+
+        With ``compute_input_gradient`` the input's gradient is also computed and kept in
+        ``self.input_gradient``. Methods needing more (second derivatives) override this.
+        """
+        leaf = getattr(self, "_input_leaf", None) if self.compute_input_gradient else None
+        inputs = tensors + ([leaf] if leaf is not None and leaf.requires_grad else [])
+        grads = torch.autograd.grad(scores.sum(), inputs, allow_unused=True)
+        if len(inputs) > len(tensors):
+            self.input_gradient = torch.zeros_like(leaf) if grads[-1] is None else grads[-1]
+        return grads[: len(tensors)]
+
     def _gradients(self, scores: torch.Tensor) -> list[Any]:
         aag = self.activations_and_grads
         tensors = [t for outs in aag.layer_outputs for t in outs if t.requires_grad]
@@ -295,7 +318,7 @@ class BaseCAM:
                 "the target scores do not depend on the target layers' outputs, so there is no "
                 "gradient to use; check the targets and that target_layers feed the output"
             )
-        grads = iter(torch.autograd.grad(scores.sum(), tensors, allow_unused=True))
+        grads = iter(self._raw_gradients(scores, tensors))
         result = []
         for i, outs in enumerate(aag.layer_outputs):
             layer_grads = [next(grads) if t.requires_grad else None for t in outs]
@@ -351,10 +374,14 @@ class BaseCAM:
                         input_tensor, layer, targets, activations, layer_grads, eigen_smooth
                     )
                     cam = torch.as_tensor(cam, device=activations.device).float().clamp_min(0)
-                    cams.append(scale_cam_image(cam, target_size))
+                    cams.append(self.scale_layer_cam(cam, target_size))
         finally:
             self.activations_and_grads.layer_outputs = [None] * len(self.target_layers)
         return self.aggregate_multi_layers(cams)
+
+    def scale_layer_cam(self, cam: torch.Tensor, target_size: tuple[int, ...]) -> torch.Tensor:
+        """Post-process one layer's ReLU'd map (B, *spatial): min-max normalise, resize."""
+        return scale_cam_image(cam, target_size)
 
     def aggregate_multi_layers(self, cams: Sequence[torch.Tensor]) -> torch.Tensor:
         """Combine per-layer maps: ReLU, mean over layers, min-max normalise."""
@@ -393,7 +420,10 @@ class BaseCAM:
 # --------------------------------------------------------------------- helpers
 def _check_target_layers(model: nn.Module, target_layers: Any) -> list[nn.Module]:
     if target_layers is None:
-        raise ValueError("target_layers is required, e.g. target_layers=[model.layer4[-1]]")
+        raise ValueError(
+            "target_layers is required with a reshape_transform, e.g. "
+            "target_layers=[model.blocks[-1].norm1]"
+        )
     if isinstance(target_layers, nn.Module):
         target_layers = [target_layers]
     layers = list(target_layers)
@@ -458,6 +488,11 @@ def _select_image(outputs: Any, index: int, batch: int) -> Any:
     ):
         return outputs[index]  # detection-style list of per-image dicts
     tensors, rebuild = flatten_tensors(outputs)
+    logits = getattr(outputs, "logits", None)
+    if not tensors and isinstance(logits, torch.Tensor):  # e.g. a dataclass with .logits
+        one = copy.copy(outputs)
+        object.__setattr__(one, "logits", _select_image(logits, index, batch))
+        return one
     if not tensors:
         return outputs
     try:

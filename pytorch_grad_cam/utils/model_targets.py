@@ -213,3 +213,69 @@ class FasterRCNNBoxScoreTarget:
             f"{type(self).__name__}(labels={list(int(label) for label in self.labels)}, "
             f"num_boxes={len(self.bounding_boxes)}, iou_threshold={self.iou_threshold})"
         )
+
+
+class SimilarityToConceptTarget:
+    """Cosine similarity between an embedding (the model output) and a concept vector.
+
+    Args:
+        features: the concept embedding, a vector (tensor or numpy array) of the output's size;
+            moved to the output's device and dtype when called.
+    """
+
+    def __init__(self, features: np.ndarray | torch.Tensor) -> None:
+        concept = torch.as_tensor(
+            np.asarray(features) if not torch.is_tensor(features) else features
+        )
+        if concept.ndim != 1 or concept.numel() == 0:
+            raise ValueError(
+                f"features must be a non-empty 1-D concept vector; got shape {tuple(concept.shape)}"
+            )
+        self.features = concept
+
+    def __call__(self, model_output: Any) -> torch.Tensor:
+        embedding = _logits(model_output)
+        if embedding.ndim == 0 or embedding.shape[-1] != self.features.shape[0]:
+            raise ValueError(
+                f"{self!r}: the model output of shape {tuple(embedding.shape)} is not an embedding "
+                f"of size {self.features.shape[0]} (expected (D,) or (B, D))"
+            )
+        concept = self.features.to(device=embedding.device, dtype=embedding.dtype)
+        return torch.nn.functional.cosine_similarity(embedding, concept, dim=-1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.features.shape[0]})"
+
+
+class FinerWeightedTarget:
+    """Finer-CAM score: one class's logit minus ``alpha`` times the mean of similar classes'.
+
+    ``z[main] - alpha * mean(z[c] for c in comparison_categories)`` (Zhang et al., CVPR 2025).
+
+    Args:
+        main_category: the class to explain.
+        comparison_categories: the similar classes it is contrasted with (class indices).
+        alpha: weight of the comparison; 0 gives the plain logit.
+    """
+
+    def __init__(
+        self, main_category: int, comparison_categories: Sequence[int], alpha: float = 1.0
+    ) -> None:
+        self.main_category = int(main_category)
+        self.comparison_categories = [int(c) for c in comparison_categories]
+        if not self.comparison_categories:
+            raise ValueError("comparison_categories must contain at least one class index")
+        self.alpha = float(alpha)
+
+    def __call__(self, model_output: Any) -> torch.Tensor:
+        logits = _logits(model_output)
+        for category in [self.main_category, *self.comparison_categories]:
+            _check_category(self, category, logits)
+        comparison = logits[..., self.comparison_categories].mean(dim=-1)
+        return logits[..., self.main_category] - self.alpha * comparison
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(main_category={self.main_category}, "
+            f"comparison_categories={self.comparison_categories}, alpha={self.alpha})"
+        )

@@ -52,3 +52,70 @@ def _top_right_singular_vector(x: torch.Tensor) -> torch.Tensor:
     else:
         v = torch.linalg.eigh(xd.transpose(1, 2) @ xd).eigenvectors[..., -1]
     return v.to(x.dtype)
+
+
+KERNELS = ("sigmoid", "rbf", "poly", "linear")
+
+
+def get_2d_projection_kernel(
+    activation_batch: ArrayLike,
+    kernel: str = "sigmoid",
+    gamma: float | None = None,
+    degree: int = 3,
+    coef0: float = 1.0,
+) -> ArrayLike:
+    """Project each image's activations onto their first kernel principal component (KPCA-CAM).
+
+    Per image, the rows of X are the spatial positions and the columns the channels; NaNs
+    become 0 and each channel's mean is subtracted. The kernel matrix K (P x P) over positions
+    is (with ``gamma`` = 1 / channels when None, as in scikit-learn):
+
+      * ``sigmoid``: tanh(gamma <x, y> + coef0);  ``poly``: (gamma <x, y> + coef0) ** degree;
+      * ``rbf``: exp(-gamma ||x - y||^2);  ``linear``: <x, y> (same map as get_2d_projection).
+
+    K is double-centred (centring in feature space) and the projection of the positions on the
+    first component is its top eigenvector scaled by the square root of its eigenvalue. Sign
+    rule: as in get_2d_projection, the map correlates non-negatively with the channel sum.
+
+    Args:
+        activation_batch: (B, C, *spatial) numpy array or torch tensor.
+        kernel: one of "sigmoid", "rbf", "poly", "linear".
+        gamma: kernel coefficient; None = 1 / C.
+        degree: degree of the "poly" kernel.
+        coef0: constant term of the "sigmoid" and "poly" kernels.
+
+    Returns:
+        float32 maps of shape (B, *spatial), of the same type (and device) as the input.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
+    is_numpy = not isinstance(activation_batch, torch.Tensor)
+    a = torch.as_tensor(np.asarray(activation_batch) if is_numpy else activation_batch).float()
+    if a.ndim < 3:
+        raise ValueError(f"activation_batch must have shape (B, C, *spatial); got {tuple(a.shape)}")
+    batch, channels, spatial = a.shape[0], a.shape[1], a.shape[2:]
+    x = torch.nan_to_num(a.reshape(batch, channels, -1), nan=0.0).transpose(1, 2).double()
+    x = x - x.mean(dim=1, keepdim=True)
+    gamma = 1.0 / channels if gamma is None else float(gamma)
+    dot = x @ x.transpose(1, 2)
+    if kernel == "linear":
+        k = dot
+    elif kernel == "poly":
+        k = (gamma * dot + coef0) ** degree
+    elif kernel == "sigmoid":
+        k = torch.tanh(gamma * dot + coef0)
+    else:
+        sq_norms = dot.diagonal(dim1=1, dim2=2)
+        k = torch.exp(-gamma * (sq_norms[:, :, None] + sq_norms[:, None, :] - 2 * dot).clamp_min(0))
+    k = (
+        k
+        - k.mean(dim=1, keepdim=True)
+        - k.mean(dim=2, keepdim=True)
+        + k.mean(dim=(1, 2), keepdim=True)
+    )
+    values, vectors = torch.linalg.eigh(k)
+    projection = vectors[..., -1] * values[..., -1:].clamp_min(0).sqrt()
+    channel_sum = x.sum(dim=2)
+    flip = (projection * channel_sum).sum(dim=1, keepdim=True) < 0
+    projection = torch.where(flip, -projection, projection).float().reshape(batch, *spatial)
+    return projection.cpu().numpy() if is_numpy else projection

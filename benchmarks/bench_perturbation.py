@@ -1,0 +1,173 @@
+"""Time and memory of the perturbation methods (ScoreCAM, AblationCAM).
+
+Prints, measured interleaved in one run (medians):
+  * ScoreCAM, ResNet-18 ``layer4[-1]``, 112 px, one image, ``batch_size=64``, over the time of
+    512 plain ``torch.no_grad()`` forward passes in batches of 64 (the target is <= 1), with and
+    without ``fast_scoring``;
+  * AblationCAM, ResNet-50 ``layer4[-1]``, 224 px, one image, against a full forward pass per
+    ablated channel (2048 channels in batches of ``batch_size``; the per-batch time is measured,
+    ``--full-run`` also times the library's own full-pass fallback once);
+  * ScoreCAM's peak resident memory above the loaded model (4 images, 112 px, ``batch_size`` 16
+    (the default) and 64; a fresh subprocess each).
+
+    python benchmarks/bench_perturbation.py [--threads 2] [--repeats 5] [--full-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+from torchvision.models import resnet18, resnet50
+
+from pytorch_grad_cam import AblationCAM, ScoreCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+TARGETS = [ClassifierOutputTarget(281)]
+
+
+def median_times(runners: dict, repeats: int) -> dict:
+    """Median seconds of each zero-argument callable, interleaved so noise hits all alike."""
+    for run in runners.values():  # warm-up
+        run()
+    samples = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def forward_batches(model: torch.nn.Module, x: torch.Tensor, count: int):
+    def run():
+        with torch.no_grad():
+            for _ in range(count):
+                model(x)
+
+    return run
+
+
+def cam_runner(cam, x: torch.Tensor):
+    def run():
+        cam(x, TARGETS)
+        cam.release()
+
+    return run
+
+
+def bench_score_cam(repeats: int) -> None:
+    torch.manual_seed(0)
+    model = resnet18(weights=None).eval()
+    x = torch.rand(1, 3, 112, 112)
+    cam = ScoreCAM(model, [model.layer4[-1]], batch_size=64, progress=False)
+    plain = ScoreCAM(model, [model.layer4[-1]], batch_size=64, progress=False, fast_scoring=False)
+    times = median_times(
+        {
+            "ScoreCAM": cam_runner(cam, x),
+            "plain": cam_runner(plain, x),
+            "512 forwards": forward_batches(model, x.repeat(64, 1, 1, 1), 512 // 64),
+        },
+        repeats,
+    )
+    base = times["512 forwards"]
+    print(
+        f"ScoreCAM  ResNet-18 layer4[-1] 112px 1 image batch_size=64: {times['ScoreCAM']:.3f} s; "
+        f"512 forwards (8 x 64): {base:.3f} s; ratio {times['ScoreCAM'] / base:.3f} "
+        f"(target <= 1); with fast_scoring=False: ratio {times['plain'] / base:.3f}"
+    )
+
+
+def bench_ablation_cam(repeats: int, full_run: bool) -> None:
+    torch.manual_seed(0)
+    model = resnet50(weights=None).eval()
+    x = torch.rand(1, 3, 224, 224)
+    batch_size = 32
+    cam = AblationCAM(model, [model.layer4[-1]], batch_size=batch_size, progress=False)
+    batches = math.ceil(2048 / batch_size)
+    times = median_times(
+        {
+            "AblationCAM": cam_runner(cam, x),
+            "one forward batch": forward_batches(model, x.repeat(batch_size, 1, 1, 1), 1),
+        },
+        repeats,
+    )
+    naive = times["one forward batch"] * batches
+    print(
+        f"AblationCAM ResNet-50 layer4[-1] 224px 1 image batch_size={batch_size}: "
+        f"{times['AblationCAM']:.3f} s ({cam.last_path} path); a full forward per channel: "
+        f"{batches} x {times['one forward batch']:.3f} s = {naive:.1f} s; "
+        f"speed-up {naive / times['AblationCAM']:.1f}x (target >= 10)"
+    )
+    if full_run:
+        cam.split_model = False
+        start = time.perf_counter()
+        cam(x, TARGETS)
+        cam.release()
+        full = time.perf_counter() - start
+        print(f"  library full-pass fallback, one run: {full:.1f} s ({cam.last_path} path)")
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def peak_memory_mb(batch_size: int) -> float:
+    """Peak resident memory (MB) of one ScoreCAM call above the loaded model (sampled 0.5 ms)."""
+    torch.manual_seed(0)
+    model = resnet18(weights=None).eval()
+    x = torch.rand(4, 3, 112, 112)
+    cam = ScoreCAM(model, [model.layer4[-1]], batch_size=batch_size, progress=False)
+    base, peak, done = _rss(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss() - base)
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    cam(x, TARGETS)
+    done.set()
+    thread.join()
+    return peak[0] / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--full-run", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--_memory-of", dest="memory_of", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_of:
+        print(json.dumps(peak_memory_mb(args.memory_of)))
+        return
+    print(f"CPU, {args.threads} threads, median of {args.repeats}")
+    bench_score_cam(args.repeats)
+    bench_ablation_cam(args.repeats, args.full_run)
+    if args.skip_memory:
+        return
+    for batch_size in (16, 64):
+        cmd = [sys.executable, __file__, "--threads", str(args.threads)]
+        cmd += ["--_memory-of", str(batch_size)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        print(
+            f"ScoreCAM peak memory, ResNet-18, 4 images 112px, batch_size={batch_size}: "
+            f"{json.loads(out):.0f} MB above the loaded model (target < 150 MB)"
+        )
+
+
+if __name__ == "__main__":
+    main()

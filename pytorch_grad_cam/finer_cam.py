@@ -1,0 +1,122 @@
+"""Finer-CAM."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pytorch_grad_cam.base_cam import BaseCAM
+from pytorch_grad_cam.grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget, _logits
+
+
+class FinerCAM:
+    """Finer-CAM (Zhang et al., CVPR 2025, "Finer-CAM: Spotting the Difference Reveals Finer
+    Details for Visual Explanation").
+
+    Explains y_target - alpha * mean(y_similar) with ``base_method`` (Grad-CAM by default):
+    subtracting the classes the model finds most similar keeps what tells the target apart.
+    With ``targets=None``, per image, the target is the top class (or ``target_idx``) and the
+    similar classes are those whose logits are closest to the target's: rank r in
+    ``comparison_categories`` is the r-th closest (1 = the runner-up for the top class).
+
+    Args:
+        model, target_layers, reshape_transform: as in BaseCAM.
+        base_method: the BaseCAM subclass that computes the maps.
+        **kwargs: other options of ``base_method``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: nn.Module | Sequence[nn.Module] | None = None,
+        reshape_transform: Callable[[Any], torch.Tensor] | None = None,
+        base_method: type[BaseCAM] = GradCAM,
+        **kwargs: Any,
+    ) -> None:
+        if not (isinstance(base_method, type) and issubclass(base_method, BaseCAM)):
+            raise TypeError(f"base_method must be a BaseCAM subclass; got {base_method!r}")
+        self.base_cam = base_method(model, target_layers, reshape_transform, **kwargs)
+
+    def __call__(
+        self,
+        input_tensor: torch.Tensor,
+        targets: Sequence[Callable] | None = None,
+        eigen_smooth: bool = False,
+        alpha: float = 1.0,
+        comparison_categories: Sequence[int] = (1, 2, 3),
+        target_idx: int | None = None,
+        aug_smooth: bool = False,
+    ) -> np.ndarray:
+        """Compute the maps (B, H, W) in [0, 1].
+
+        Args:
+            input_tensor: (B, C, H, W) or (B, C, D, H, W) batch.
+            targets: explicit targets (e.g. ``FinerWeightedTarget``); the arguments below are
+                then unused.
+            eigen_smooth: passed to the base method.
+            alpha: weight of the similar classes' mean logit.
+            comparison_categories: ranks (>= 1) of the similar classes by closeness of logit.
+            target_idx: the class to explain; None = each image's top class.
+            aug_smooth: passed to the base method.
+        """
+        if targets is None:
+            ranks = [int(r) for r in comparison_categories]
+            if not ranks or min(ranks) < 1:
+                raise ValueError(
+                    "comparison_categories must be non-empty ranks >= 1 (1 = the class whose "
+                    f"logit is closest to the target's); got {list(comparison_categories)}"
+                )
+            targets = [_ClosestClassesTarget(target_idx, ranks, alpha)]
+        return self.base_cam(
+            input_tensor, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth
+        )
+
+    forward = __call__
+
+    def release(self) -> None:
+        """Remove the base method's hooks from the model."""
+        self.base_cam.release()
+
+    def __enter__(self) -> FinerCAM:
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, exc_tb: Any) -> None:
+        self.release()
+
+    def __getattr__(self, name: str) -> Any:  # model, outputs, target_layers, ... of the base
+        if name == "base_cam":
+            raise AttributeError(name)
+        return getattr(self.base_cam, name)
+
+
+class _ClosestClassesTarget:
+    """FinerWeightedTarget whose classes are picked from the image's own logits when called."""
+
+    def __init__(self, target_idx: int | None, ranks: list[int], alpha: float) -> None:
+        self.target_idx, self.ranks, self.alpha = target_idx, ranks, alpha
+
+    def __call__(self, model_output: Any) -> torch.Tensor:
+        logits = _logits(model_output)
+        if logits.ndim != 1:
+            raise ValueError(
+                f"FinerCAM expects (B, num_classes) logits; got {tuple(logits.shape)} per image"
+            )
+        with torch.no_grad():
+            main = int(logits.argmax()) if self.target_idx is None else int(self.target_idx)
+            if not 0 <= main < logits.shape[0]:
+                raise IndexError(f"target_idx {main} is out of range for {logits.shape[0]} classes")
+            distance = (logits - logits[main]).abs()
+            distance[main] = -1  # the target itself is rank 0, even if another logit ties
+            order = distance.argsort(stable=True).tolist()
+        if max(self.ranks) >= len(order):
+            raise IndexError(
+                f"comparison_categories {self.ranks} has a rank >= the number of classes "
+                f"({len(order)})"
+            )
+        target = FinerWeightedTarget(main, [order[r] for r in self.ranks], self.alpha)
+        return target(logits)

@@ -1,0 +1,326 @@
+"""Ablation-CAM: w_k = (y - y_k) / y with y_k the score when channel k is ablated;
+map = ReLU(sum_k w_k A_k)."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import ProbeNet, conv_net, postprocess
+from torch import nn
+
+from pytorch_grad_cam import AblationCAM, AblationLayer, AblationLayerVit
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+# ----------------------------------------------------------------------------- models
+
+
+class StridedLinearNet(nn.Module):
+    """``x -> x[:, :, ::2, ::2] -> probe (target) -> linear``: traceable, so the split path
+    applies; y_c = sum(W[c] * A) + b_c."""
+
+    def __init__(self, channels: int = 3, grid: tuple[int, int] = (3, 4), classes: int = 5):
+        super().__init__()
+        gen = torch.Generator().manual_seed(7)
+        self.probe = nn.Identity()
+        self.head = nn.Linear(channels * grid[0] * grid[1], classes)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.randn(self.head.weight.shape, generator=gen))
+            self.head.bias.copy_(torch.randn(classes, generator=gen))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.probe(x[:, :, ::2, ::2]).flatten(1))
+
+
+class Block(nn.Module):
+    """A residual block: relu(bn2(conv2(relu(bn1(conv1(x))))) + x); ``relu`` runs twice."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x
+        return self.relu(out)
+
+
+class TinyResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU())
+        self.block1, self.block2 = Block(6), Block(6)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 4)
+        gen = torch.Generator().manual_seed(4)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                with torch.no_grad():
+                    m.running_mean.copy_(torch.randn(6, generator=gen) * 0.2)
+                    m.running_var.copy_(torch.rand(6, generator=gen) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.block2(self.block1(self.stem(x)))).flatten(1))
+
+
+# ----------------------------------------------------------------------------- oracle
+
+
+def ablation_weights(weight: np.ndarray, bias: np.ndarray, acts: np.ndarray, classes):
+    """(y - y_k) / y for a linear head y_c = sum(W[c] * A) + b_c (float64)."""
+    out = []
+    for a, c in zip(acts, classes):
+        w = weight[c].reshape(a.shape)
+        y = (w * a).sum() + bias[c]
+        value = 0.0 if a.min() >= 0 else a.min() - 1e7
+        y_k = y - (w * a).sum(axis=(1, 2)) + value * w.sum(axis=(1, 2))
+        out.append((y - y_k) / y)
+    return np.stack(out)
+
+
+def expected_maps(acts: np.ndarray, weights: np.ndarray, size) -> np.ndarray:
+    return postprocess([(weights[:, :, None, None] * acts).sum(axis=1)], size)
+
+
+@pytest.mark.parametrize("negative", [False, True], ids=["non-negative", "negative"])
+@pytest.mark.parametrize("model_kind", ["split", "full"])
+def test_matches_numpy_oracle(model_kind, negative):
+    x = torch.rand(2, 3, 6, 8) + 0.1
+    if negative:
+        x = x - 0.6
+    if model_kind == "split":
+        model = StridedLinearNet()
+        acts = x[:, :, ::2, ::2].double().numpy()
+        weight, bias = model.head.weight, model.head.bias
+    else:
+        model = ProbeNet(channels=3, grid=(3, 4), stride=2)
+        acts = model.sub(x).double().numpy()
+        weight, bias = model.head.weight, model.head.bias
+    classes = [1, 4]
+    split = model_kind == "split"
+    cam = AblationCAM(model, [model.probe], batch_size=2, progress=False, split_model=split)
+    got = cam(x, classes)
+    assert cam.last_path == model_kind
+    weight, bias = weight.detach().double().numpy(), bias.detach().double().numpy()
+    w = ablation_weights(weight, bias, acts, classes)
+    np.testing.assert_allclose(got, expected_maps(acts, w, (6, 8)), atol=1e-4)
+
+
+def test_hand_computed_example():
+    # One image, 2 channels of 1x2: A_0 = [1, 2], A_1 = [3, 0]; y = 2 * A_0[1] + A_1[0] + 1 = 8.
+    # Ablating channel 0 gives 4, channel 1 gives 5: w = [(8-4)/8, (8-5)/8] = [0.5, 0.375];
+    # map = 0.5 * A_0 + 0.375 * A_1 = [1.625, 1], min-max -> [1, 0].
+    model = StridedLinearNet(channels=2, grid=(1, 2), classes=1)
+    with torch.no_grad():
+        model.head.weight.copy_(torch.tensor([[0.0, 2.0, 1.0, 0.0]]))
+        model.head.bias.fill_(1.0)
+    x = torch.zeros(1, 2, 1, 4)
+    x[0, :, 0, ::2] = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    got = AblationCAM(model, [model.probe], progress=False)(x, [0])
+    # The 1x2 map is resized to 1x4 (half-pixel centres): [1, 0] -> [1, 0.75, 0.25, 0].
+    np.testing.assert_allclose(got[0, 0], [1, 0.75, 0.25, 0], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- split vs full
+
+
+@pytest.mark.parametrize(
+    "layer_name", ["block1.conv2", "block1.bn1", "block2", "stem", "block1.relu"]
+)
+def test_split_and_full_forward_paths_give_the_same_maps(layer_name):
+    model = TinyResNet().eval()
+    layer = model.get_submodule(layer_name)
+    x = torch.rand(3, 3, 16, 16)
+    targets = [ClassifierOutputTarget(c) for c in (0, 3, 1)]
+    maps, paths = [], []
+    for split in (True, False):
+        cam = AblationCAM(model, [layer], batch_size=4, progress=False, split_model=split)
+        maps.append(cam(x, targets))
+        paths.append(cam.last_path)
+    # block1.relu runs twice per forward pass: no single cut point, so full passes both times.
+    assert paths == (["full", "full"] if layer_name == "block1.relu" else ["split", "full"])
+    np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
+
+
+def test_split_path_runs_only_the_layers_after_the_target():
+    model = TinyResNet().eval()
+    calls = {"stem": 0, "fc": 0}
+    # (hooks on leaf modules: the tracer runs the others' hooks once while tracing)
+    model.stem[0].register_forward_hook(lambda *a: calls.__setitem__("stem", calls["stem"] + 1))
+    model.fc.register_forward_hook(lambda *a: calls.__setitem__("fc", calls["fc"] + 1))
+    cam = AblationCAM(model, [model.block2], batch_size=2, progress=False)
+    cam(torch.rand(1, 3, 16, 16), [2])
+    assert cam.last_path == "split"
+    assert calls["stem"] == 1  # the plain forward pass only (block2's input is not needed)
+    assert calls["fc"] == 1 + 1 + 3  # plain pass + split check + 6 channels in batches of 2
+
+
+def test_batch_statistics_before_the_target_force_full_passes():
+    class BatchStatNet(nn.Module):  # a value without a batch axis crosses the cut
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = conv_net()
+
+        def forward(self, x):
+            centre = x.mean(dim=(0, 2, 3))  # (3,)
+            h = self.net.conv2(self.net.relu1(self.net.conv1(x)))
+            return self.net.fc(self.net.pool(h).flatten(1)) + centre.sum()
+
+    model = BatchStatNet().eval()
+    cam = AblationCAM(model, [model.net.conv2], progress=False)
+    cam(torch.rand(2, 3, 16, 16), [0, 1])
+    assert cam.last_path == "full"
+
+
+def test_vit_split_and_full_paths_agree():
+    timm = pytest.importorskip("timm")
+    from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
+
+    torch.manual_seed(0)
+    model = timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=4
+    ).eval()
+    x = torch.rand(2, 3, 32, 32)
+    maps = []
+    for split in (True, False):
+        cam = AblationCAM(
+            model,
+            [model.blocks[-1].norm1],
+            reshape_transform=vit_reshape_transform,
+            ablation_layer=AblationLayerVit(),
+            progress=False,
+            split_model=split,
+        )
+        maps.append(cam(x, [0, 3]))
+        assert cam.last_path == ("split" if split else "full")
+    assert maps[0].shape == (2, 32, 32)
+    np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- options
+
+
+class SpyCAM(AblationCAM):
+    """Keeps the last weights."""
+
+    def get_cam_weights(self, *args):
+        self.weights = super().get_cam_weights(*args)
+        return self.weights
+
+
+def test_partial_ablation_gives_the_unablated_channels_weight_zero():
+    model = TinyResNet().eval()
+    x = torch.rand(2, 3, 16, 16)
+    full = SpyCAM(model, [model.block2], progress=False)
+    full(x, [0, 1])
+    part = SpyCAM(model, [model.block2], progress=False, ratio_channels_to_ablate=0.2)
+    part(x, [0, 1])
+    with torch.no_grad():
+        acts = model.block2(model.block1(model.stem(x)))
+    for b in range(2):
+        chosen = AblationLayer().activations_to_be_ablated(acts[b], 0.2)
+        assert len(chosen) == 2  # int(6 * 0.2) = 1 highest- and 1 lowest-scoring channel
+        mask = torch.zeros(6, dtype=torch.bool)
+        mask[chosen] = True
+        assert torch.all(part.weights[b, ~mask] == 0)
+        torch.testing.assert_close(part.weights[b, mask], full.weights[b, mask])
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 64])
+def test_batch_size_does_not_change_the_maps(batch_size):
+    model = TinyResNet().eval()
+    x = torch.rand(2, 3, 16, 16)
+    reference = AblationCAM(model, [model.block1], progress=False)(x, [1, 2])
+    got = AblationCAM(model, [model.block1], batch_size=batch_size, progress=False)(x, [1, 2])
+    np.testing.assert_allclose(got, reference, atol=1e-6)
+
+
+def test_top_class_by_default():
+    model = TinyResNet().eval()
+    x = torch.rand(2, 3, 16, 16)
+    top = model(x).argmax(dim=1).tolist()
+    np.testing.assert_array_equal(
+        AblationCAM(model, [model.block2], progress=False)(x),
+        AblationCAM(model, [model.block2], progress=False)(x, top),
+    )
+
+
+def test_progress_goes_to_stderr_and_can_be_silenced(capsys, monkeypatch):
+    model = TinyResNet().eval()
+    x = torch.rand(1, 3, 16, 16)
+    AblationCAM(model, [model.block2])(x, [0])
+    out, err = capsys.readouterr()
+    assert out == "" and "AblationCAM" in err
+    cam = AblationCAM(model, [model.block2])
+    cam.progress = False
+    cam(x, [0])
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    AblationCAM(model, [model.block2])(x, [0])
+    assert capsys.readouterr() == ("", "")
+
+
+# ----------------------------------------------------------------------------- model safety
+
+
+class FailingTarget:
+    """Class 0's score; raises from the ``fail_at``-th call on."""
+
+    def __init__(self, fail_at: int) -> None:
+        self.calls, self.fail_at = 0, fail_at
+
+    def __call__(self, output):
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            raise RuntimeError("target failed")
+        return output[0]
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_model_is_unchanged_even_on_error(split):
+    model = TinyResNet().train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    cam = AblationCAM(model, [model.block1.conv2], progress=False, split_model=split)
+    with pytest.raises(RuntimeError, match="target failed"):
+        cam(torch.rand(1, 3, 16, 16), [FailingTarget(fail_at=5)])
+    cam(torch.rand(1, 3, 16, 16), [1])
+    cam.release()
+    assert all(m.training for m in model.modules())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+    assert model.block1.conv2 is model.get_submodule("block1.conv2")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key])
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("batch_size", 0), ("batch_size", 2.5), ("ratio_channels_to_ablate", 0.0)]
+    + [("ratio_channels_to_ablate", 1.5)],
+)
+def test_bad_options_are_reported(option, value):
+    model = TinyResNet().eval()
+    cam = AblationCAM(model, [model.block2], progress=False)
+    setattr(cam, option, value)
+    with pytest.raises(ValueError, match=option):
+        cam(torch.rand(1, 3, 16, 16), [0])
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("split", [True, False])
+def test_cuda_matches_cpu(split):
+    model = TinyResNet().eval()
+    x = torch.rand(2, 3, 16, 16)
+    cpu = AblationCAM(model, [model.block1.conv2], progress=False, split_model=split)(x, [0, 3])
+    model.cuda()
+    try:
+        cam = AblationCAM(model, [model.block1.conv2], progress=False, split_model=split)
+        gpu = cam(x.cuda(), [0, 3])
+    finally:
+        model.cpu()
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4)

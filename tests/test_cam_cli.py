@@ -1,0 +1,284 @@
+"""Tests of the top-level ``cam.py`` command line (offline: random or local weights only)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import pytorch_grad_cam
+
+ROOT = Path(__file__).resolve().parents[1]
+CATEGORIES = torchvision.models.ResNet18_Weights.DEFAULT.meta["categories"]
+PREDICTED = re.compile(r"^predicted class: (\d+) \((.+)\), probability [0-9.]+$", re.M)
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location("cam_cli", ROOT / "cam.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cli = _load_cli()
+
+
+@pytest.fixture
+def image_path(tmp_path: Path) -> str:
+    """A non-square BGR image written with OpenCV (the CLI resizes it to 224x224)."""
+    img = np.zeros((120, 170, 3), np.uint8)
+    img[:] = (40, 120, 200)
+    cv2.circle(img, (60, 60), 35, (250, 250, 20), -1)
+    path = tmp_path / "input.png"
+    cv2.imwrite(str(path), img)
+    return str(path)
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    """``cam.main(argv)`` in this process: (status, stdout, stderr)."""
+    status = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_clean_error(status: int, err: str, *fragments: str) -> None:
+    """Exit status 2 and exactly one ``error: ...`` line mentioning ``fragments``."""
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def assert_images(out_dir: Path, names: list[str], shape: tuple[int, int, int]) -> None:
+    for name in names:
+        img = cv2.imread(str(out_dir / name))
+        assert img is not None, f"{name} missing or unreadable"
+        assert img.shape == shape
+
+
+# ----------------------------------------------------------------------------- as a script
+# One subprocess (the import of torch dominates its cost); the other tests call main().
+
+
+def test_script_offline_without_cached_weights_is_one_line_and_exit_2(image_path, tmp_path):
+    env = {**os.environ, "PYTORCH_GRAD_CAM_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "th")}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "cam.py"), "--image-path", image_path, "--model", "resnet18"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert_clean_error(2, result.stderr, "resnet18", "--weights none", "--weights PATH", "--demo")
+    assert not (tmp_path / "output").exists()
+
+
+# ----------------------------------------------------------------------------- in process
+
+
+def test_writes_three_images_and_prints_the_class_name(capsys, image_path, tmp_path):
+    status, out, err = run_main(
+        capsys,
+        *("--image-path", image_path, "--model", "resnet18", "--weights", "none"),
+        *("--output-dir", str(tmp_path / "out"), "--device", "cpu"),
+    )
+    assert status == 0, err
+    match = PREDICTED.search(out)
+    assert match, out
+    assert match.group(2) == CATEGORIES[int(match.group(1))]
+    names = ["gradcam_cam.jpg", "gradcam_gb.jpg", "gradcam_cam_gb.jpg"]
+    assert_images(tmp_path / "out", names, (224, 224, 3))
+
+
+def test_target_categories_each_get_their_images(capsys, image_path, tmp_path):
+    status, out, err = run_main(
+        capsys,
+        *("--image-path", image_path, "--model", "mobilenet_v3_small", "--weights", "none"),
+        *("--target-layer", "features.-1", "--method", "GradCAM++"),
+        *("--target-category", "1", "--target-category", "2", "--target-category", "1"),
+        *("--output-dir", str(tmp_path), "--device", "cpu"),
+    )
+    assert status == 0, err
+    assert f"explaining: 1 ({CATEGORIES[1]}), 2 ({CATEGORIES[2]})" in out
+    names = [f"gradcam++_{c}_{kind}.jpg" for c in (1, 2) for kind in ("cam", "gb", "cam_gb")]
+    assert_images(tmp_path, names, (224, 224, 3))
+    assert not (tmp_path / "gradcam++_cam.jpg").exists()
+
+
+def test_local_and_cached_weights_are_loaded(capsys, monkeypatch, image_path, tmp_path):
+    """A state_dict file, then the same file as torch.hub's cached DEFAULT weights (offline)."""
+    model = torchvision.models.mobilenet_v3_small()
+    with torch.no_grad():
+        model.classifier[-1].bias[7] = 1e4  # makes class 7 the prediction whatever the image
+    url = torchvision.models.MobileNet_V3_Small_Weights.DEFAULT.url
+    cached = tmp_path / "th" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    torch.save(model.state_dict(), cached)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.setenv("PYTORCH_GRAD_CAM_OFFLINE", "1")
+    for weights in (str(cached), "DEFAULT"):
+        status, out, err = run_main(
+            capsys,
+            *("--image-path", image_path, "--model", "mobilenet_v3_small", "--weights", weights),
+            *("--target-layer", "features.-1", "--method", "eigencam"),
+            *("--output-dir", str(tmp_path), "--device", "cpu"),
+        )
+        assert status == 0, err
+        assert PREDICTED.search(out).groups() == ("7", CATEGORIES[7])
+    assert_images(tmp_path, ["eigencam_cam.jpg", "eigencam_gb.jpg"], (224, 224, 3))
+
+
+def test_2021_flag_spellings(capsys, tmp_path):
+    args = cli.parse_args(["--use-cuda", "--aug_smooth", "--eigen_smooth", "--image-path", "x"])
+    assert args.use_cuda and args.aug_smooth and args.eigen_smooth
+    status, _, err = run_main(
+        capsys,
+        "--demo",
+        "--use-cuda",
+        "--aug_smooth",
+        "--eigen_smooth",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert status == 0, err
+    if not torch.cuda.is_available():
+        assert "CUDA is not available; using the CPU" in err
+    assert cv2.imread(str(tmp_path / "gradcam_demo.jpg")) is not None
+
+
+def test_demo_explains_each_class_side_by_side(capsys, tmp_path):
+    status, out, err = run_main(capsys, "--demo", "--output-dir", str(tmp_path))
+    assert status == 0, err
+    img = cv2.imread(str(tmp_path / "gradcam_demo.jpg"))
+    assert img is not None and img.shape[1] == 3 * img.shape[0]
+    for name, other in (("circle", "square"), ("square", "circle")):
+        line = re.search(
+            rf"^{name}: probability ([0-9.]+); its map puts (\d+)% .* (\d+)% on the "
+            rf"{other}$",
+            out,
+            re.M,
+        )
+        assert line, out
+        assert float(line.group(1)) > 0.5  # the trained demo model sees both shapes
+        assert int(line.group(2)) > int(line.group(3))  # each map favours its own shape
+
+
+@pytest.mark.parametrize("method", sorted(cli.available_methods()))
+def test_every_method_runs_from_the_command_line(capsys, tmp_path, method):
+    status, out, err = run_main(
+        capsys, "--demo", "--method", method, "--output-dir", str(tmp_path), "--batch-size", "16"
+    )
+    assert status == 0, err
+    img = cv2.imread(str(tmp_path / f"{method}_demo.jpg"))
+    assert img is not None and img.shape == (256, 768, 3)
+    assert out.count("its map puts") == 2
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--image-path", "IMG", "--method", "nosuchcam"], ["nosuchcam", "gradcam", "eigencam"]),
+        (["--image-path", "/no/such/image.png"], ["/no/such/image.png", "no such file"]),
+        (["--method", "gradcam"], ["--image-path", "--demo"]),
+        (["--image-path", "IMG", "--model", "resnet_9000"], ["resnet_9000"]),
+        (["--image-path", "IMG", "--weights", "/no/such.pt"], ["/no/such.pt"]),
+        (["--image-path", "IMG", "--weights", "BAD"], ["not a state_dict for resnet18"]),
+        (["--image-path", "IMG", "--target-layer", "layer4.nope"], ["layer4.nope", "'nope'"]),
+        (["--image-path", "IMG", "--target-layer", "layer9"], ["layer9", "layer4, avgpool, fc"]),
+        (["--image-path", "IMG", "--target-layer", "layer4.5"], ["index 5 is out of range"]),
+        (["--image-path", "IMG", "--target-layer", "fc"], ["gradcam failed", "(1, 1000)"]),
+        (["--image-path", "IMG", "--target-category", "1000"], ["1000", "1000 classes"]),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, image_path, tmp_path, argv, fragments):
+    bad_weights = tmp_path / "bad.pt"
+    torch.save({"not_a_layer.weight": torch.zeros(1)}, bad_weights)
+    argv = [image_path if a == "IMG" else str(bad_weights) if a == "BAD" else a for a in argv]
+    if "--model" not in argv:
+        argv += ["--model", "resnet18"]
+    if "--weights" not in argv:
+        argv += ["--weights", "none"]
+    status, _, err = run_main(capsys, *argv, "--output-dir", str(tmp_path / "out"))
+    assert_clean_error(status, err, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unavailable_device_is_an_error(capsys, image_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available")
+    status, _, err = run_main(capsys, "--image-path", image_path, "--device", "cuda")
+    assert_clean_error(status, err, "--device cuda", "--device cpu")
+
+
+def test_argparse_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(["--target-category", "dog"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(["--batch-size", "0"])
+    assert info.value.code == 2
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def test_method_table_follows_the_package_exports():
+    methods = cli.available_methods()
+    assert methods["gradcam"] is pytorch_grad_cam.GradCAM
+    assert methods["gradcam++"] is pytorch_grad_cam.GradCAMPlusPlus
+    assert methods["eigengradcam"] is pytorch_grad_cam.EigenGradCAM
+    exported = {
+        obj
+        for obj in vars(pytorch_grad_cam).values()
+        if isinstance(obj, type)
+        and issubclass(obj, pytorch_grad_cam.BaseCAM)
+        and obj is not pytorch_grad_cam.BaseCAM
+    }
+    assert exported <= set(methods.values())  # every BaseCAM method, FinerCAM (a wrapper) too
+    for name, class_name in cli.METHOD_NAMES.items():
+        assert methods.get(name) is getattr(pytorch_grad_cam, class_name, None)
+    assert all(name == name.lower() for name in methods)
+
+
+def test_find_layer_walks_names_and_indices():
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Sequential(nn.ReLU(), nn.Identity()))
+    model.add_module("head", nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 3)]))
+    assert cli.find_layer(model, "1.-1") is model[1][1]
+    assert cli.find_layer(model, "head.-2") is model.head[0]
+    assert cli.find_layer(model, "head.1") is model.head[1]
+    with pytest.raises(cli.CliError, match="model.1 has no child 'x'; its children: 0, 1"):
+        cli.find_layer(model, "1.x")
+    with pytest.raises(cli.CliError, match="index -3 is out of range for model.head"):
+        cli.find_layer(model, "head.-3")
+
+
+def test_default_and_auto_target_layers():
+    resnet = torchvision.models.resnet18()
+    layers, reshape = cli.pick_target_layers(resnet, None)
+    assert layers == [resnet.layer4[-1]] and reshape is None
+    layers, _ = cli.pick_target_layers(resnet, ["layer3", "layer4.-1"])
+    assert layers == [resnet.layer3, resnet.layer4[-1]]
+    find_layers = pytest.importorskip("pytorch_grad_cam.utils.find_layers")
+    if not hasattr(find_layers, "find_target_layer"):
+        pytest.skip("find_target_layer is not available")
+    vgg_like = torchvision.models.mobilenet_v3_small()
+    expected, _ = find_layers.find_target_layer(vgg_like)
+    assert cli.pick_target_layers(vgg_like, ["auto"])[0] == list(expected)
+    assert cli.pick_target_layers(vgg_like, None)[0] == list(expected)

@@ -1,0 +1,138 @@
+"""End to end on torchvision CNNs and timm transformers (random weights, small inputs)."""
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models import resnet18, vgg11
+
+from pytorch_grad_cam import (
+    EigenCAM,
+    EigenGradCAM,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from pytorch_grad_cam.utils.reshape_transforms import swinT_reshape_transform, vit_reshape_transform
+
+timm = pytest.importorskip("timm")
+
+METHODS = [
+    GradCAM,
+    HiResCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    XGradCAM,
+    LayerCAM,
+    EigenGradCAM,
+    EigenCAM,
+]
+TARGETS = [ClassifierOutputTarget(3), ClassifierOutputTarget(7)]
+
+
+def images(n: int, size: int) -> torch.Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(size))
+
+
+def check(cam: np.ndarray, shape: tuple[int, ...], peak: float = 0.99) -> None:
+    assert isinstance(cam, np.ndarray) and cam.dtype == np.float32 and cam.shape == shape
+    assert np.isfinite(cam).all() and cam.min() >= 0 and cam.max() <= 1
+    assert np.all(cam.max(axis=(1, 2)) > peak), "a non-trivial map for every image"
+
+
+def check_clean(model: torch.nn.Module) -> None:
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def cnn_models():
+    torch.manual_seed(0)
+    resnet, vgg = resnet18(weights=None).eval(), vgg11(weights=None, num_classes=10).eval()
+    return {"resnet18": (resnet, resnet.layer4[-1]), "vgg11": (vgg, vgg.features[-1])}
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11"])
+@pytest.mark.parametrize("method", METHODS)
+def test_torchvision_cnns(cnn_models, name, method):
+    model, layer = cnn_models[name]
+    x = images(2, 64)
+    with method(model, [layer]) as cam:
+        got = cam(x, TARGETS)
+    check(got, (2, 64, 64))
+    check_clean(model)
+
+
+def test_resnet_two_layers_and_smoothing(cnn_models):
+    model, _ = cnn_models["resnet18"]
+    x = images(1, 64)
+    with GradCAM(model, [model.layer3[-1], model.layer4[-1]]) as cam:
+        # the mean of 6 normalised views: its peak may be below 1
+        check(cam(x, aug_smooth=True, eigen_smooth=True), (1, 64, 64), peak=0.3)
+    check_clean(model)
+
+
+@pytest.fixture(scope="module")
+def vit_models():
+    torch.manual_seed(0)
+    return {
+        name: timm.create_model(name, pretrained=False, img_size=64).eval()
+        for name in [
+            "vit_tiny_patch16_224",
+            "deit_tiny_patch16_224",
+            "deit_tiny_distilled_patch16_224",
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    "name, method",
+    [("vit_tiny_patch16_224", method) for method in METHODS]
+    + [("deit_tiny_patch16_224", GradCAM), ("deit_tiny_distilled_patch16_224", GradCAM)],
+)
+def test_timm_vision_transformers(vit_models, name, method):
+    model = vit_models[name]
+    with method(model, [model.blocks[-1].norm1], reshape_transform=vit_reshape_transform) as cam:
+        got = cam(images(2, 64), TARGETS)
+    check(got, (2, 64, 64))
+    check_clean(model)
+
+
+def test_vit_last_block_output_gets_no_gradient_on_patch_tokens(vit_models):
+    # The README's warning: only the class token feeds the head, so the patch tokens of the
+    # last block's output get zero gradient and Grad-CAM's map is all zero.
+    model = vit_models["vit_tiny_patch16_224"]
+    cam = GradCAM(model, [model.blocks[-1]], reshape_transform=vit_reshape_transform)
+    assert np.all(cam(images(1, 64), TARGETS[:1]) == 0)
+
+
+def test_small_timm_swin_transformer_every_method():
+    from timm.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    model = SwinTransformer(
+        img_size=64, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2), num_classes=10
+    ).eval()
+    layer = model.layers[-1].blocks[-1].norm1
+    x = images(2, 64)
+    for method in METHODS:
+        with method(model, [layer], reshape_transform=swinT_reshape_transform) as cam:
+            check(cam(x, TARGETS), (2, 64, 64))
+    check_clean(model)
+
+
+def test_timm_swin_tiny():
+    # The timm Swin-T architecture at 128 px (windows of 4) to keep the test fast.
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "swin_tiny_patch4_window7_224", pretrained=False, img_size=128, window_size=4
+    ).eval()
+    layer = model.layers[-1].blocks[-1].norm1
+    with GradCAM(model, [layer], reshape_transform=swinT_reshape_transform) as cam:
+        got = cam(images(1, 128), [ClassifierOutputTarget(281)])
+        assert cam.activations_and_grads.activations[0].shape == (1, 768, 4, 4)
+    check(got, (1, 128, 128))
+    check_clean(model)
