@@ -61,6 +61,7 @@ class ActivationsAndGradients:
         self.reshape_transform = reshape_transform
         self.truncate = False
         self.capture_gradients = True
+        self.enabled = True  # BaseCAM enables recording only during its own forward passes
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
         self._reset()
         self.register()
@@ -123,7 +124,7 @@ class ActivationsAndGradients:
 def _make_hook(ref: weakref.ref[ActivationsAndGradients], index: int) -> Callable:
     def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
         owner = ref()
-        return None if owner is None else owner._record(index, output)
+        return None if owner is None or not owner.enabled else owner._record(index, output)
 
     return hook
 

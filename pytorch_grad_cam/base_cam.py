@@ -101,6 +101,7 @@ class BaseCAM:
             model, self.target_layers, reshape_transform
         )
         self.activations_and_grads.capture_gradients = False
+        self.activations_and_grads.enabled = False  # the user's own forward passes are left alone
 
     # ----------------------------------------------------------------- method hooks
     def get_cam_weights(
@@ -186,6 +187,8 @@ class BaseCAM:
         except BaseException:
             self.release()
             raise
+        finally:
+            self._input_leaf = None  # FullGrad-style methods keep it during the call only
         return cam.detach().float().cpu().numpy()
 
     def forward(
@@ -234,14 +237,18 @@ class BaseCAM:
         """Forward pass that records the target layers' outputs."""
         aag = self.activations_and_grads
         aag.truncate = self.uses_gradients and not self.compute_input_gradient
-        if self.compute_input_gradient:
-            input_tensor = input_tensor.detach().requires_grad_()
-            self._input_leaf = input_tensor
-            with torch.enable_grad():
-                outputs = aag(input_tensor)
-        else:
-            with torch.no_grad():
-                outputs = aag(input_tensor)
+        aag.enabled = True
+        try:
+            if self.compute_input_gradient:
+                input_tensor = input_tensor.detach().requires_grad_()
+                self._input_leaf = input_tensor
+                with torch.enable_grad():
+                    outputs = aag(input_tensor)
+            else:
+                with torch.no_grad():
+                    outputs = aag(input_tensor)
+        finally:
+            aag.enabled = False
         for i, act in enumerate(aag.activations):
             if act is None:
                 raise RuntimeError(
@@ -375,7 +382,7 @@ class BaseCAM:
                     )
                     cam = torch.as_tensor(cam, device=activations.device).float().clamp_min(0)
                     cams.append(self.scale_layer_cam(cam, target_size))
-        finally:
+        finally:  # drop the autograd graph
             self.activations_and_grads.layer_outputs = [None] * len(self.target_layers)
         return self.aggregate_multi_layers(cams)
 

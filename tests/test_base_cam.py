@@ -543,3 +543,20 @@ def test_runs_on_the_models_device_and_returns_numpy():
     assert isinstance(got, np.ndarray)
     np.testing.assert_allclose(got, expected, atol=1e-4)
     model.cpu()
+
+
+def test_user_forward_passes_between_calls_are_left_alone():
+    """Attached hooks must not record, copy outputs or switch autograd on outside a CAM call."""
+    model = conv_net()
+    cam = GradCAM(model=model, target_layers=[model.conv2])
+    x = torch.rand(2, 3, 16, 16)
+    cam(x, targets=[Target(1)])
+    assert model.conv2._forward_hooks  # still attached after a successful call
+    recorded = cam.activations_and_grads.activations[0]
+    weight = torch.ones(1, requires_grad=True)
+    with torch.no_grad():
+        y = model(x)
+        still_off = not torch.is_grad_enabled()
+        z = y * weight
+    assert still_off and not y.requires_grad and not z.requires_grad
+    assert cam.activations_and_grads.activations[0] is recorded
