@@ -25,7 +25,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -140,7 +140,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--output-dir", default="output", help="where to write the images")
     parser.add_argument(
-        "--demo", action="store_true", help="explain a generated shapes image, fully offline"
+        "--demo",
+        action="store_true",
+        help="explain a generated shapes image with the bundled model, fully offline "
+        "(--target-category 0 or 1 picks one class; --image-path, --model, --weights and "
+        "--target-layer are not used)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of --demo and random weights")
     args = parser.parse_args(argv)
@@ -176,8 +180,8 @@ def pick_device(args: argparse.Namespace) -> torch.device:
     return torch.device(args.device)
 
 
-def read_image(path: str | None) -> np.ndarray:
-    """RGB float32 image in [0, 1], resized to 224x224."""
+def read_image(path: str | None, size: int = IMAGE_SIZE) -> np.ndarray:
+    """RGB float32 image in [0, 1], resized to ``size`` x ``size``."""
     if not path:
         raise CliError("pass --image-path IMG (or --demo for a generated image)")
     if not os.path.isfile(path):
@@ -186,7 +190,7 @@ def read_image(path: str | None) -> np.ndarray:
     if bgr is None:
         raise CliError(f"--image-path {path!r}: OpenCV cannot read it as an image")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return np.float32(cv2.resize(rgb, (IMAGE_SIZE, IMAGE_SIZE))) / 255
+    return np.float32(cv2.resize(rgb, (size, size))) / 255
 
 
 def _one_line(error: BaseException) -> str:
@@ -198,6 +202,14 @@ def _default_weights(name: str):
         return torchvision.models.get_model_weights(name).DEFAULT
     except (ValueError, KeyError, AttributeError):
         return None
+
+
+def input_size(name: str, weights: str) -> int:
+    """Side of the input: the crop size the pretrained weights were trained at (299 for
+    inception_v3, 518 for vit_h_14, ...) with ``--weights DEFAULT``, else 224."""
+    pretrained = _default_weights(name) if weights.upper() == "DEFAULT" else None
+    crop = getattr(pretrained.transforms(), "crop_size", None) if pretrained else None
+    return int(crop[0]) if crop else IMAGE_SIZE
 
 
 def class_names(name: str) -> list[str] | None:
@@ -225,13 +237,22 @@ def load_model(name: str, weights: str) -> nn.Module:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
-        model = torchvision.models.get_model(name, weights=None)
+        model = torchvision.models.get_model(name, weights=None, num_classes=_num_classes(state))
         model.load_state_dict(state)
     except Exception as error:  # unpickling and state_dict mismatches: report, no traceback
         raise CliError(
             f"--weights {weights!r} is not a state_dict for {name}: {_one_line(error)}"
         ) from error
     return model.eval()
+
+
+def _num_classes(state: dict) -> int:
+    """Outputs of a (possibly fine-tuned) classifier: rows of the state_dict's last weight.
+
+    torchvision registers the classification head last (a Linear, or SqueezeNet's 1x1 conv).
+    """
+    matrices = [v for k, v in state.items() if k.endswith("weight") and getattr(v, "ndim", 0) > 1]
+    return int(matrices[-1].shape[0]) if matrices else 1000
 
 
 def _load_pretrained(name: str) -> nn.Module:
@@ -347,10 +368,26 @@ def run_cam(
                 return np.concatenate(maps)
             return cam(inputs, targets=[ClassifierOutputTarget(c) for c in categories], **smooth)
     except (ValueError, TypeError, RuntimeError) as error:  # mostly an unsuitable layer
+        if "out of memory" in str(error):
+            raise CliError(
+                f"{method} ran out of memory on {inputs.device}; pass a smaller --batch-size "
+                "or --device cpu"
+            ) from error
         raise CliError(
             f"{method} failed: {_one_line(error)} (check --target-layer; for ViT/Swin "
             "models use --target-layer auto)"
         ) from error
+
+
+def pick_categories(asked: list[int] | None, default: Iterable[int], num_classes: int) -> list[int]:
+    """``--target-category`` values without repeats (else ``default``), checked for range."""
+    categories = list(dict.fromkeys(asked or default))
+    bad = [c for c in categories if not 0 <= c < num_classes]
+    if bad:
+        raise CliError(
+            f"--target-category {bad[0]} is out of range; the model has {num_classes} classes"
+        )
+    return categories
 
 
 def write(path: Path, image: np.ndarray) -> None:
@@ -368,26 +405,27 @@ def explain_image(args: argparse.Namespace, method: str, cam_class: type, device
     """The three images for ``--image-path`` and each explained category."""
     from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel
 
-    rgb = read_image(args.image_path)
+    rgb = read_image(args.image_path, input_size(args.model, args.weights))
     model = load_model(args.model, args.weights).to(device)
     layers, reshape = (None, None)
     if method != "fullgrad":  # FullGrad uses every biased layer, not target layers
         layers, reshape = pick_target_layers(model, args.target_layer)
     input_tensor = preprocess_image(rgb).to(device)
-    with torch.no_grad():
-        logits = model(input_tensor)[0]
+    try:
+        with torch.no_grad():
+            logits = model(input_tensor)[0]
+    except (ValueError, TypeError, RuntimeError) as error:
+        size = "x".join(map(str, input_tensor.shape[-2:]))
+        raise CliError(
+            f"--model {args.model} failed on a {size} image: {_one_line(error)}"
+        ) from error
     names = class_names(args.model)
     if names is not None and len(names) != logits.numel():
         names = None
     top = int(logits.argmax())
     prob = float(logits.softmax(0)[top])
     print(f"predicted class: {_describe(top, names)}, probability {prob:.3f}")
-    categories = list(dict.fromkeys(args.target_category or [top]))
-    bad = [c for c in categories if not 0 <= c < logits.numel()]
-    if bad:
-        raise CliError(
-            f"--target-category {bad[0]} is out of range; the model has {logits.numel()} classes"
-        )
+    categories = pick_categories(args.target_category, [top], logits.numel())
     if args.target_category:
         print("explaining: " + ", ".join(_describe(c, names) for c in categories))
 
@@ -408,7 +446,10 @@ def explain_image(args: argparse.Namespace, method: str, cam_class: type, device
 
 
 def explain_demo(args: argparse.Namespace, method: str, cam_class: type, device) -> None:
-    """Both classes of a generated image holding a circle and a square, side by side."""
+    """A generated image holding a circle and a square, and the map of each class, side by side.
+
+    ``--target-category 0`` (circle) or ``1`` (square) keeps only that class's map.
+    """
     from pytorch_grad_cam.demo.model import load_demo_model
     from pytorch_grad_cam.demo.shapes import DEMO_CLASSES, make_shapes_image
 
@@ -417,7 +458,7 @@ def explain_demo(args: argparse.Namespace, method: str, cam_class: type, device)
     x = torch.from_numpy(image.transpose(2, 0, 1))[None].to(device)
     with torch.no_grad():
         probs = torch.sigmoid(model(x))[0].tolist()
-    classes = list(range(len(DEMO_CLASSES)))
+    classes = pick_categories(args.target_category, range(len(DEMO_CLASSES)), len(DEMO_CLASSES))
     batch = x.repeat(len(classes), 1, 1, 1)
     layers = None if method == "fullgrad" else [model.target_layer]
     maps = run_cam(method, cam_class, model, layers, None, batch, classes, args)

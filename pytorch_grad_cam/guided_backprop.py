@@ -66,6 +66,9 @@ class _GuidedReLUMode(TorchFunctionMode):
                 inplace = func in _RELU_INPLACE or bool(
                     kwargs.get("inplace", args[1] if len(args) > 1 else False)
                 )
+                # A leaf (the input image itself) cannot be changed in place under autograd,
+                # and it shares memory with the caller's tensor: use the out-of-place form.
+                inplace = inplace and not x.is_leaf
                 return (_GuidedReLUInplace if inplace else _GuidedReLU).apply(x)
         return func(*args, **kwargs)
 
@@ -135,16 +138,26 @@ class GuidedBackpropReLUModel:
     def _categories(
         output: torch.Tensor, target_category: int | Sequence[int] | None
     ) -> torch.Tensor:
-        batch = output.shape[0]
+        if output.ndim != 2:
+            raise ValueError(
+                "GuidedBackpropReLUModel needs a model returning (B, num_classes) scores; "
+                f"got an output of shape {tuple(output.shape)}"
+            )
+        batch, num_classes = output.shape
         if target_category is None:
             return output.argmax(dim=-1)
         if isinstance(target_category, torch.Tensor):
             target_category = target_category.tolist()
         if np.ndim(target_category) == 0:
-            return torch.full((batch,), int(target_category), device=output.device)
-        cats = torch.as_tensor([int(c) for c in target_category], device=output.device)
-        if cats.numel() != batch:
+            target_category = [target_category] * batch
+        cats = [int(c) for c in target_category]
+        if len(cats) != batch:
             raise ValueError(
-                f"target_category has {cats.numel()} entries for a batch of {batch} images"
+                f"target_category has {len(cats)} entries for a batch of {batch} images"
             )
-        return cats
+        bad = [c for c in cats if not 0 <= c < num_classes]
+        if bad:  # checked here: an out-of-range index on CUDA is an unrecoverable device assert
+            raise IndexError(
+                f"target_category {bad[0]} is out of range for a model with {num_classes} classes"
+            )
+        return torch.tensor(cats, device=output.device)

@@ -142,6 +142,67 @@ def test_local_and_cached_weights_are_loaded(capsys, monkeypatch, image_path, tm
     assert_images(tmp_path, ["eigencam_cam.jpg", "eigencam_gb.jpg"], (224, 224, 3))
 
 
+def test_fine_tuned_state_dict_with_other_class_count(capsys, image_path, tmp_path):
+    """A --weights file for 3 classes builds a 3-class model; no ImageNet names are printed."""
+    model = torchvision.models.squeezenet1_1(num_classes=3)  # its head is a 1x1 convolution
+    with torch.no_grad():
+        model.classifier[1].bias[:] = torch.tensor([0.0, 50.0, 0.0])
+    path = tmp_path / "fine_tuned.pt"
+    torch.save({"state_dict": model.state_dict(), "epoch": 7}, path)
+    status, out, err = run_main(
+        capsys,
+        *("--image-path", image_path, "--model", "squeezenet1_1", "--weights", str(path)),
+        *("--target-layer", "features.-1", "--target-category", "2"),
+        *("--output-dir", str(tmp_path), "--device", "cpu"),
+    )
+    assert status == 0, err
+    assert re.search(r"^predicted class: 1, probability [0-9.]+$", out, re.M), out
+    assert "explaining: 2\n" in out
+    assert_images(tmp_path, ["gradcam_cam.jpg", "gradcam_gb.jpg"], (224, 224, 3))
+
+
+def test_failed_download_is_one_line_and_restores_the_socket_timeout(
+    capsys, monkeypatch, image_path, tmp_path
+):
+    import socket
+    import urllib.error
+
+    def no_network(url, dst, hash_prefix=None, progress=True):
+        assert socket.getdefaulttimeout() == cli.DOWNLOAD_TIMEOUT_S
+        assert hash_prefix and hash_prefix in url
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.delenv("PYTORCH_GRAD_CAM_OFFLINE", raising=False)
+    before = socket.getdefaulttimeout()
+    status, _, err = run_main(
+        capsys, "--image-path", image_path, "--model", "resnet18", "--output-dir", str(tmp_path)
+    )
+    assert_clean_error(status, err, "could not download the resnet18 weights", "--weights none")
+    assert socket.getdefaulttimeout() == before
+    assert not list((tmp_path / "th").rglob("*.pth"))
+
+
+def test_out_of_memory_suggests_a_smaller_batch(monkeypatch):
+    class HungryCAM:
+        def __init__(self, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __call__(self, *args, **kwargs):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    args = cli.parse_args(["--demo"])
+    with pytest.raises(cli.CliError, match="scorecam ran out of memory on cpu.*--batch-size"):
+        cli.run_cam("scorecam", HungryCAM, None, [], None, torch.zeros(1, 3, 8, 8), [0], args)
+
+
 def test_2021_flag_spellings(capsys, tmp_path):
     args = cli.parse_args(["--use-cuda", "--aug_smooth", "--eigen_smooth", "--image-path", "x"])
     assert args.use_cuda and args.aug_smooth and args.eigen_smooth
@@ -175,6 +236,18 @@ def test_demo_explains_each_class_side_by_side(capsys, tmp_path):
         assert line, out
         assert float(line.group(1)) > 0.5  # the trained demo model sees both shapes
         assert int(line.group(2)) > int(line.group(3))  # each map favours its own shape
+
+
+def test_demo_target_category_keeps_one_class(capsys, tmp_path):
+    status, out, err = run_main(
+        capsys, "--demo", "--target-category", "1", "--output-dir", str(tmp_path)
+    )
+    assert status == 0, err
+    img = cv2.imread(str(tmp_path / "gradcam_demo.jpg"))
+    assert img is not None and img.shape == (256, 512, 3)
+    assert out.startswith("square: probability") and "circle: probability" not in out
+    status, _, err = run_main(capsys, "--demo", "--target-category", "2")
+    assert_clean_error(status, err, "--target-category 2", "2 classes")
 
 
 @pytest.mark.parametrize("method", sorted(cli.available_methods()))
@@ -282,3 +355,30 @@ def test_default_and_auto_target_layers():
     expected, _ = find_layers.find_target_layer(vgg_like)
     assert cli.pick_target_layers(vgg_like, ["auto"])[0] == list(expected)
     assert cli.pick_target_layers(vgg_like, None)[0] == list(expected)
+
+
+def test_input_size_follows_the_pretrained_weights():
+    assert cli.input_size("resnet50", "DEFAULT") == 224
+    assert cli.input_size("inception_v3", "default") == 299
+    assert cli.input_size("vit_h_14", "DEFAULT") == 518  # its DEFAULT weights need 518 pixels
+    assert cli.input_size("vit_h_14", "none") == 224  # built for 224 without them
+    assert cli.input_size("no_such_model", "DEFAULT") == 224
+
+
+def test_a_model_failing_on_the_image_is_one_line(capsys, monkeypatch, image_path, tmp_path):
+    class NeedsGray(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer4 = nn.Sequential(nn.Conv2d(1, 2, 3))
+
+        def forward(self, x):
+            return self.layer4(x).mean((2, 3))
+
+    monkeypatch.setattr(cli, "load_model", lambda name, weights: NeedsGray())
+    status, _, err = run_main(
+        capsys,
+        *("--image-path", image_path, "--target-layer", "layer4.0", "--weights", "none"),
+        *("--output-dir", str(tmp_path / "out")),
+    )
+    assert_clean_error(status, err, "--model resnet50 failed on a 224x224 image")
+    assert not (tmp_path / "out").exists()

@@ -112,3 +112,19 @@ def test_gradcam_localises_each_shape(model: DemoCNN) -> None:
             peak_ok = (maps * own).max((1, 2)) > (maps * other).max((1, 2))
             assert mass_ok.mean() >= 0.95, f"class {k}: mass on own shape in {mass_ok.mean():.0%}"
             assert peak_ok.mean() >= 0.95, f"class {k}: peak on own shape in {peak_ok.mean():.0%}"
+
+
+def test_training_script_is_seeded_and_matches_the_shipped_architecture(model: DemoCNN) -> None:
+    from pytorch_grad_cam.demo.train import presence_accuracy, train
+
+    a = train(steps=2, batch_size=8, seed=5)
+    b = train(steps=2, batch_size=8, seed=5)
+    assert isinstance(a, DemoCNN) and not a.training
+    shipped = model.state_dict()
+    assert {k: v.shape for k, v in a.state_dict().items()} == {
+        k: v.shape for k, v in shipped.items()
+    }
+    for key, value in a.state_dict().items():  # same seed, same weights
+        assert torch.equal(value, b.state_dict()[key]), key
+    x, y, _ = make_shapes_batch(np.random.default_rng(9), 100)
+    assert presence_accuracy(model, x, y) >= 0.95

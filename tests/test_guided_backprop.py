@@ -198,3 +198,30 @@ def test_resnet18_output_shape() -> None:
     assert out.shape == (64, 48, 3) and out.dtype == np.float32
     assert np.isfinite(out).all() and np.abs(out).sum() > 0
     assert GuidedBackpropReLUModel(model)(torch.randn(2, 3, 32, 32), 7).shape == (2, 32, 32, 3)
+
+
+def test_bad_target_category_and_output_shape_are_named() -> None:
+    model = FunctionalMLP("module").eval()  # 4 classes
+    x = torch.randn(2, *SHAPE)
+    gb = GuidedBackpropReLUModel(model)
+    for bad in (4, -1, [0, 4]):
+        with pytest.raises(IndexError, match="target_category .* out of range .* 4 classes"):
+            gb(x, target_category=bad)
+    with pytest.raises(ValueError, match="target_category has 3 entries for a batch of 2"):
+        gb(x, target_category=[0, 1, 2])
+    scalar_per_image = nn.Sequential(model, nn.Flatten(0))  # (B * 4,): not (B, num_classes)
+    with pytest.raises(ValueError, match=r"\(B, num_classes\) scores; got .* \(8,\)"):
+        GuidedBackpropReLUModel(scalar_per_image)(x)
+
+
+def test_inplace_relu_on_the_input_leaves_the_callers_tensor_alone() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(12, 3)).eval()
+    x = torch.randn(2, *SHAPE)
+    x_before = x.clone()
+    got = GuidedBackpropReLUModel(model)(x, target_category=[2, 0])
+    assert torch.equal(x, x_before)
+    w = model[2].weight.detach()
+    for i, c in enumerate([2, 0]):  # d/dx of w_c . relu(x), positive gradients only
+        expected = (w[c].clamp(min=0) * (x[i].flatten() > 0)).reshape(SHAPE).permute(1, 2, 0)
+        np.testing.assert_allclose(got[i], expected.numpy(), rtol=1e-6)

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
+import pytorch_grad_cam
+
 pytest.importorskip("timm")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +110,46 @@ def test_swin_example_with_random_weights(swin, small_models, capsys, tmp_path):
     assert PREDICTED.search(out)
     assert f"wrote {output}" in out
     assert_overlay(output)
+
+
+def test_swin_example_ablationcam_on_channels_last_tokens(swin, small_models, capsys, tmp_path):
+    output = tmp_path / "swin_ablation.jpg"
+    swin.main(
+        ["--no-pretrained", "--device", "cpu", "--method", "AblationCAM", "--output", str(output)]
+    )
+    assert f"wrote {output}" in capsys.readouterr().out
+    assert assert_overlay(output).std() > 0
+
+
+def test_methods_are_the_package_cams_but_fullgrad(vit):
+    from timm_example_utils import available_methods
+
+    methods = available_methods()
+    assert methods["gradcam"] is pytorch_grad_cam.GradCAM
+    assert methods["gradcam++"] is pytorch_grad_cam.GradCAMPlusPlus
+    assert methods["kpcacam"] is pytorch_grad_cam.KPCA_CAM
+    assert pytorch_grad_cam.FullGrad not in methods.values()
+    assert {"scorecam", "ablationcam", "eigencam", "layercam", "hirescam"} <= set(methods)
+
+
+def test_a_failing_method_is_one_line_and_exit_2(vit, small_models, monkeypatch, capsys, tmp_path):
+    import timm_example_utils
+
+    class Failing:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("derivative for aten::something\nis not implemented")
+
+    monkeypatch.setattr(timm_example_utils, "available_methods", lambda: {"gradcam": Failing})
+    output = tmp_path / "never.jpg"
+    with pytest.raises(SystemExit) as info:
+        vit.main(["--no-pretrained", "--device", "cpu", "--output", str(output)])
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "error: --method gradcam failed on deit_tiny_patch16_224: derivative for "
+        "aten::something is not implemented"
+    ]
+    assert not output.exists()
 
 
 @pytest.mark.parametrize(
