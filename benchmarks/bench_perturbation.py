@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 import torch
+from bench_gradient_methods import _peak_rss_during  # (this folder is on sys.path)
 from torchvision.models import resnet18, resnet50
 
 from pytorch_grad_cam import AblationCAM, ScoreCAM
@@ -116,30 +115,13 @@ def bench_ablation_cam(repeats: int, full_run: bool) -> None:
         print(f"  library full-pass fallback, one run: {full:.1f} s ({cam.last_path} path)")
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
 def peak_memory_mb(batch_size: int) -> float:
     """Peak resident memory (MB) of one ScoreCAM call above the loaded model (sampled 0.5 ms)."""
     torch.manual_seed(0)
     model = resnet18(weights=None).eval()
     x = torch.rand(4, 3, 112, 112)
     cam = ScoreCAM(model, [model.layer4[-1]], batch_size=batch_size, progress=False)
-    base, peak, done = _rss(), [0], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss() - base)
-            time.sleep(0.0005)
-
-    thread = threading.Thread(target=sample)
-    thread.start()
-    cam(x, TARGETS)
-    done.set()
-    thread.join()
-    return peak[0] / 2**20
+    return _peak_rss_during(lambda: cam(x, TARGETS)) / 2**20
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import torch
@@ -59,6 +60,9 @@ class AblationCAM(BaseCAM):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, target_layers, reshape_transform, **kwargs)
+        if isinstance(ablation_layer, type):
+            name = ablation_layer.__name__
+            raise TypeError(f"ablation_layer must be an instance such as {name}(), not the class")
         self.ablation_layer = AblationLayer() if ablation_layer is None else ablation_layer
         self.batch_size = batch_size
         self.ratio_channels_to_ablate = ratio_channels_to_ablate
@@ -72,7 +76,7 @@ class AblationCAM(BaseCAM):
     ) -> torch.Tensor:
         batch_size = check_batch_size(self.batch_size)
         ratio = self.ratio_channels_to_ablate
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        if isinstance(ratio, bool) or not isinstance(ratio, Real) or not 0 < ratio <= 1:
             raise ValueError(f"ratio_channels_to_ablate must be in (0, 1]; got {ratio!r}")
         targets = check_targets(self, targets)
         batch, channels = activations.shape[:2]
@@ -82,7 +86,8 @@ class AblationCAM(BaseCAM):
         aag = self.activations_and_grads
         raw = aag.rebuild(index, [t.detach() for t in aag.layer_outputs[index]])
         with torch.no_grad(), detached_hooks(self):
-            original = self._target_scores(self.outputs, targets, batch).float()
+            # (on the device even if a target returns Python numbers)
+            original = self._target_scores(self.outputs, targets, batch).float().to(device)
             plans = [
                 torch.as_tensor(layer.activations_to_be_ablated(activations[b], ratio)).long()
                 for b in range(batch)
@@ -93,15 +98,18 @@ class AblationCAM(BaseCAM):
                 for start in range(0, len(plan), batch_size)
             ]
             ablated = original[:, None].repeat(1, channels)
-            with self._ablated_forward(input_tensor, target_layer, raw, targets) as run:
-                for b, start, stop in progress_bar(self, chunks, "AblationCAM"):
-                    count = stop - start
-                    layer.indices = plans[b][start:]
-                    layer.set_next_batch(
-                        input_batch_index=b, activations=raw, num_channels_to_ablate=count
-                    )
-                    scores = self._target_scores(run(b, count), [targets[b]] * count, count)
-                    ablated[b, plans[b][start:stop].to(device)] = scores.float()
+            try:
+                with self._ablated_forward(input_tensor, target_layer, raw, targets) as run:
+                    for b, start, stop in progress_bar(self, chunks, "AblationCAM"):
+                        count = stop - start
+                        layer.indices = plans[b][start:]
+                        layer.set_next_batch(
+                            input_batch_index=b, activations=raw, num_channels_to_ablate=count
+                        )
+                        scores = self._target_scores(run(b, count), [targets[b]] * count, count)
+                        ablated[b, plans[b][start:stop].to(device)] = scores.to(ablated)
+            finally:
+                layer.activations = None  # free the batch of copies of the layer output
         denominator = torch.where(original == 0, torch.ones_like(original), original)[:, None]
         return (original[:, None] - ablated) / denominator
 

@@ -4,7 +4,7 @@ map = ReLU(sum_k w_k A_k)."""
 import numpy as np
 import pytest
 import torch
-from conftest import ProbeNet, conv_net, postprocess
+from conftest import ProbeNet, conv_net, make_probe_case, make_two_layer_case, postprocess
 from torch import nn
 
 from pytorch_grad_cam import AblationCAM, AblationLayer, AblationLayerVit
@@ -70,20 +70,31 @@ class TinyResNet(nn.Module):
 # ----------------------------------------------------------------------------- oracle
 
 
-def ablation_weights(weight: np.ndarray, bias: np.ndarray, acts: np.ndarray, classes):
-    """(y - y_k) / y for a linear head y_c = sum(W[c] * A) + b_c (float64)."""
+def ablation_weights(weight: np.ndarray, bias: np.ndarray, acts: np.ndarray, classes, rest=0.0):
+    """(y - y_k) / y for a linear head y_c = sum(W[c] * A) + b_c (+ ``rest``, per image: the
+    part of the score from other layers), float64; A is (B, C, *grid)."""
     out = []
-    for a, c in zip(acts, classes):
+    for a, c, other in zip(acts, classes, np.broadcast_to(rest, len(acts))):
         w = weight[c].reshape(a.shape)
-        y = (w * a).sum() + bias[c]
+        axes = tuple(range(1, a.ndim))
+        y = (w * a).sum() + bias[c] + other
         value = 0.0 if a.min() >= 0 else a.min() - 1e7
-        y_k = y - (w * a).sum(axis=(1, 2)) + value * w.sum(axis=(1, 2))
+        y_k = y - (w * a).sum(axis=axes) + value * w.sum(axis=axes)
         out.append((y - y_k) / y)
     return np.stack(out)
 
 
-def expected_maps(acts: np.ndarray, weights: np.ndarray, size) -> np.ndarray:
-    return postprocess([(weights[:, :, None, None] * acts).sum(axis=1)], size)
+def expected_maps(acts, weights, size) -> np.ndarray:
+    """Post-processed maps from one (acts, weights) array or one list of them per layer."""
+    acts, weights = (acts, weights) if isinstance(acts, list) else ([acts], [weights])
+    raw = [
+        (w.reshape(*w.shape, *[1] * (a.ndim - 2)) * a).sum(axis=1) for a, w in zip(acts, weights)
+    ]
+    return postprocess(raw, size)
+
+
+def numpy_head(head: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    return head.weight.detach().double().numpy(), head.bias.detach().double().numpy()
 
 
 @pytest.mark.parametrize("negative", [False, True], ids=["non-negative", "negative"])
@@ -108,6 +119,36 @@ def test_matches_numpy_oracle(model_kind, negative):
     weight, bias = weight.detach().double().numpy(), bias.detach().double().numpy()
     w = ablation_weights(weight, bias, acts, classes)
     np.testing.assert_allclose(got, expected_maps(acts, w, (6, 8)), atol=1e-4)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_volumes_match_numpy_oracle(split):
+    case = make_probe_case(channels=2, grid=(2, 3, 2), stride=2)  # (B, C, D, H, W), signed
+    classes = [t.category for t in case.targets]
+    cam = AblationCAM(case.model, case.layers, progress=False, split_model=split)
+    got = cam(case.x, case.targets)
+    assert cam.last_path == ("split" if split else "full") and got.shape == (2, 4, 6, 4)
+    w = ablation_weights(*numpy_head(case.model.head), case.acts[0], classes)
+    np.testing.assert_allclose(got, expected_maps(case.acts[0], w, (4, 6, 4)), atol=1e-4)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_two_layers_match_numpy_oracle(split):
+    # y = head1(A1) + head2(A2): ablating a channel of one layer leaves the other's part as is.
+    case = make_two_layer_case()
+    model, classes = case.model, [t.category for t in case.targets]
+    heads = [numpy_head(model.head1), numpy_head(model.head2)]
+    parts = [  # each layer's part of the target scores
+        np.array([(a[i].ravel() * w[c].ravel()).sum() + b[c] for i, c in enumerate(classes)])
+        for a, (w, b) in zip(case.acts, heads)
+    ]
+    weights = [
+        ablation_weights(*heads[i], case.acts[i], classes, rest=parts[1 - i]) for i in range(2)
+    ]
+    cam = AblationCAM(model, case.layers, batch_size=3, progress=False, split_model=split)
+    got = cam(case.x, case.targets)
+    assert cam.last_path == ("split" if split else "full")
+    np.testing.assert_allclose(got, expected_maps(case.acts, weights, (8, 12)), atol=1e-4)
 
 
 def test_hand_computed_example():
@@ -309,6 +350,23 @@ def test_bad_options_are_reported(option, value):
     with pytest.raises(ValueError, match=option):
         cam(torch.rand(1, 3, 16, 16), [0])
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_ablation_layer_class_instead_of_instance_is_reported():
+    model = TinyResNet().eval()
+    with pytest.raises(TypeError, match=r"instance such as AblationLayer\(\)"):
+        AblationCAM(model, [model.block2], ablation_layer=AblationLayer)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_python_number_targets_and_no_copies_kept(split):
+    # A target may return a Python float (the original library called .item() on every score).
+    model = TinyResNet().eval()
+    x = torch.rand(2, 3, 16, 16)
+    cam = AblationCAM(model, [model.block1], batch_size=4, progress=False, split_model=split)
+    got = cam(x, [lambda out: float(out[2]), lambda out: float(out[1])])
+    np.testing.assert_allclose(got, cam(x, [2, 1]), atol=1e-6)
+    assert cam.ablation_layer.activations is None  # the ablated copies are not kept alive
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

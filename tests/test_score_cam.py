@@ -214,15 +214,19 @@ def with_batchnorm_statistics(model: nn.Module) -> nn.Module:
     return model
 
 
-def test_fold_batchnorm_matches_the_model_and_leaves_it_untouched():
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_fold_batchnorm_matches_the_model_and_leaves_it_untouched(memory_format):
     model = with_batchnorm_statistics(conv_net(batchnorm=True))
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    folded = fold_batchnorm(model)
+    folded = fold_batchnorm(model, memory_format)
     assert folded is not None
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert folded.folded_conv_0.weight.is_contiguous(memory_format=memory_format)
+    assert folded.conv2 is model.conv2  # not followed by a BatchNorm: shared, not copied
     x = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    assert model.conv1.weight.is_contiguous()
     assert isinstance(model.bn, nn.BatchNorm2d)
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key])
@@ -315,11 +319,23 @@ def test_progress_goes_to_stderr_and_can_be_silenced(capsys, monkeypatch):
     assert capsys.readouterr() == ("", "")
 
 
-def test_model_is_unchanged_and_hooks_are_gone():
+@pytest.mark.parametrize("fail", [False, True], ids=["success", "error-while-scoring"])
+def test_model_is_unchanged_and_hooks_are_gone(fail):
     model = with_batchnorm_statistics(conv_net(batchnorm=True, dropout=True)).train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    cam = ScoreCAM(model, [model.conv2], progress=False)
-    cam(torch.rand(2, 3, 16, 16), [0, 1])
+    cam = ScoreCAM(model, [model.conv2], progress=False, batch_size=4)
+    x = torch.rand(2, 3, 16, 16)
+    if fail:  # without fast scoring, the target first reads the scores of masked inputs
+        cam.fast_scoring = False
+
+        def failing_target(output):
+            raise RuntimeError("target failed")
+
+        with pytest.raises(RuntimeError, match="target failed"):
+            cam(x, [failing_target])
+        assert all(not m._forward_hooks for m in model.modules())
+        cam.fast_scoring = True
+    cam(x, [0, 1])
     cam.release()
     assert all(m.training for m in model.modules())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
@@ -351,6 +367,27 @@ def test_missing_targets_on_a_non_classifier_output_are_reported():
     with pytest.raises(ValueError, match="targets"):
         cam(torch.rand(1, 3, 16, 16))
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_numpy_integer_batch_size_is_accepted():
+    model = conv_net()
+    x = torch.rand(1, 3, 16, 16)
+    cam = ScoreCAM(model, [model.conv2], progress=False, batch_size=np.int64(3))
+    np.testing.assert_array_equal(
+        cam(x, [0]), ScoreCAM(model, [model.conv2], progress=False, batch_size=3)(x, [0])
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_model(dtype):
+    # The masks are computed in float32 but must reach the model in its own dtype.
+    x = torch.rand(2, 3, 16, 16)
+    model = conv_net()
+    reference = ScoreCAM(model, [model.conv2], progress=False)(x, [0, 1])
+    model = model.to(dtype)
+    got = ScoreCAM(model, [model.conv2], progress=False)(x.to(dtype), [0, 1])
+    assert got.dtype == np.float32 and got.shape == (2, 16, 16)
+    np.testing.assert_allclose(got, reference, atol=0.02)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
