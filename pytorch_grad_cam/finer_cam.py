@@ -22,7 +22,9 @@ class FinerCAM:
     subtracting the classes the model finds most similar keeps what tells the target apart.
     With ``targets=None``, per image, the target is the top class (or ``target_idx``) and the
     similar classes are those whose logits are closest to the target's: rank r in
-    ``comparison_categories`` is the r-th closest (1 = the runner-up for the top class).
+    ``comparison_categories`` is the r-th closest (1 = the runner-up for the top class). The
+    classes are read from the logits of the image itself, before any perturbation, so
+    perturbation methods (ScoreCAM, AblationCAM) score every masked input for the same classes.
 
     Args:
         model, target_layers, reshape_transform: as in BaseCAM.
@@ -41,6 +43,8 @@ class FinerCAM:
         if not (isinstance(base_method, type) and issubclass(base_method, BaseCAM)):
             raise TypeError(f"base_method must be a BaseCAM subclass; got {base_method!r}")
         self.base_cam = base_method(model, target_layers, reshape_transform, **kwargs)
+        self._similar_classes = _SimilarClassTargets()
+        self.base_cam._default_targets = self._similar_classes  # what targets=None explains
 
     def __call__(
         self,
@@ -71,7 +75,7 @@ class FinerCAM:
                     "comparison_categories must be non-empty ranks >= 1 (1 = the class whose "
                     f"logit is closest to the target's); got {list(comparison_categories)}"
                 )
-            targets = [_ClosestClassesTarget(target_idx, ranks, alpha)]
+            self._similar_classes.options = (target_idx, ranks, float(alpha))
         return self.base_cam(
             input_tensor, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth
         )
@@ -94,29 +98,36 @@ class FinerCAM:
         return getattr(self.base_cam, name)
 
 
-class _ClosestClassesTarget:
-    """FinerWeightedTarget whose classes are picked from the image's own logits when called."""
+class _SimilarClassTargets:
+    """The base method's targets for ``targets=None``: a FinerWeightedTarget per image, with
+    the classes picked from the model's output on the unperturbed batch."""
 
-    def __init__(self, target_idx: int | None, ranks: list[int], alpha: float) -> None:
-        self.target_idx, self.ranks, self.alpha = target_idx, ranks, alpha
+    def __init__(self) -> None:
+        self.options: tuple[int | None, list[int], float] = (None, [1, 2, 3], 1.0)
 
-    def __call__(self, model_output: Any) -> torch.Tensor:
-        logits = _logits(model_output)
-        if logits.ndim != 1:
+    def __call__(self, outputs: Any, batch: int) -> list[FinerWeightedTarget]:
+        target_idx, ranks, alpha = self.options
+        logits = _logits(outputs).detach()
+        if logits.ndim != 2 or logits.shape[0] != batch:
             raise ValueError(
-                f"FinerCAM expects (B, num_classes) logits; got {tuple(logits.shape)} per image"
+                f"FinerCAM expects (B, num_classes) logits; the model returned a tensor of shape "
+                f"{tuple(logits.shape)} for {batch} images"
             )
-        with torch.no_grad():
-            main = int(logits.argmax()) if self.target_idx is None else int(self.target_idx)
-            if not 0 <= main < logits.shape[0]:
-                raise IndexError(f"target_idx {main} is out of range for {logits.shape[0]} classes")
-            distance = (logits - logits[main]).abs()
-            distance[main] = -1  # the target itself is rank 0, even if another logit ties
-            order = distance.argsort(stable=True).tolist()
-        if max(self.ranks) >= len(order):
+        classes = logits.shape[1]
+        if target_idx is not None and not 0 <= target_idx < classes:
+            raise IndexError(f"target_idx {target_idx} is out of range for {classes} classes")
+        if max(ranks) >= classes:
             raise IndexError(
-                f"comparison_categories {self.ranks} has a rank >= the number of classes "
-                f"({len(order)})"
+                f"comparison_categories {ranks} has a rank >= the number of classes ({classes})"
             )
-        target = FinerWeightedTarget(main, [order[r] for r in self.ranks], self.alpha)
-        return target(logits)
+        if target_idx is None:
+            main = logits.argmax(dim=1, keepdim=True)
+        else:
+            main = torch.full((batch, 1), int(target_idx), device=logits.device)
+        distance = (logits - logits.gather(1, main)).abs()
+        distance.scatter_(1, main, -1.0)  # the target itself is rank 0, even if another logit ties
+        order = distance.argsort(dim=1, stable=True)[:, ranks]
+        return [
+            FinerWeightedTarget(m, similar, alpha)
+            for m, similar in zip(main[:, 0].tolist(), order.tolist())
+        ]

@@ -27,7 +27,9 @@ class FullGrad(BaseCAM):
     min-max normalises one channel's map of one image and resizes it to the input size. The
     sum is min-max normalised at the end. Every Conv2d/Conv3d with a bias and every
     BatchNorm2d/3d with running statistics is used: ``target_layers`` is ignored (with a
-    warning). Needs a full backward pass to the input.
+    warning). Layers the forward pass skips (e.g. auxiliary heads in eval mode) are dropped
+    and those the target does not depend on (another head) add nothing. Needs a full backward
+    pass to the input.
 
     With ``eigen_smooth`` each layer's channel maps are replaced by their first principal
     component instead of summed.
@@ -54,6 +56,40 @@ class FullGrad(BaseCAM):
         kwargs["compute_input_gradient"] = True
         super().__init__(model, layers, reshape_transform, **kwargs)
 
+    def _run_model(self, input_tensor: torch.Tensor) -> Any:
+        """Forward pass; layers the model does not run (e.g. auxiliary heads in eval mode) are
+        dropped for good: they have no term."""
+        aag = self.activations_and_grads
+        finished: list[bool] = []
+        handle = self.model.register_forward_hook(lambda *_: finished.append(True))
+        try:
+            return super()._run_model(input_tensor)
+        except RuntimeError:
+            ran = [
+                layer for layer, act in zip(self.target_layers, aag.activations) if act is not None
+            ]
+            if not finished or not ran:
+                raise
+        finally:
+            handle.remove()
+        aag.release()
+        self.target_layers = aag.target_layers = ran
+        aag.register()
+        return super()._run_model(input_tensor)
+
+    def _raw_gradients(
+        self, scores: torch.Tensor, tensors: list[torch.Tensor]
+    ) -> Sequence[torch.Tensor | None]:
+        """Layers the score does not depend on (e.g. another head's) have a zero gradient."""
+        grads = super()._raw_gradients(scores, tensors)
+        self._input_term = (self.input_gradient * self._input_leaf.detach()).abs()
+        return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+
+    def _gradients(self, scores: torch.Tensor) -> list[Any]:
+        with warnings.catch_warnings():  # a zero term is normal for some of the many layers
+            warnings.filterwarnings("ignore", "the gradient at target_layers", RuntimeWarning)
+            return super()._gradients(scores)
+
     def get_weighted_activations(
         self, input_tensor, target_layer, targets, activations, grads
     ) -> torch.Tensor:
@@ -68,7 +104,7 @@ class FullGrad(BaseCAM):
         return F.interpolate(cam[:, None], size=size, mode=mode, align_corners=False)[:, 0]
 
     def aggregate_multi_layers(self, cams: Sequence[torch.Tensor]) -> torch.Tensor:
-        input_term = _scale_channels((self.input_gradient * self._input_leaf.detach()).abs())
+        input_term, self._input_term = _scale_channels(self._input_term), None
         return scale_cam_image(input_term.sum(dim=1) + torch.stack(list(cams)).sum(dim=0))
 
 

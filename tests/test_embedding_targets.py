@@ -32,6 +32,14 @@ def test_cosine_similarity_by_hand():
     assert target(embedding).dtype == torch.float32  # the concept follows the output's dtype
 
 
+def test_concept_with_a_graph_is_detached():
+    concept = torch.ones(3, requires_grad=True) * 2  # e.g. another model's embedding
+    target = SimilarityToConceptTarget(concept)
+    embedding = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    target(embedding).backward()
+    assert embedding.grad is not None and not target.features.requires_grad
+
+
 def test_bad_shapes():
     with pytest.raises(ValueError, match="features"):
         SimilarityToConceptTarget(torch.ones(2, 3))

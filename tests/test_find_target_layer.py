@@ -7,6 +7,7 @@ import timm
 import torch
 import torch.nn as nn
 import torchvision.models as tvm
+from timm.models.cait import Cait
 from timm.models.deit import VisionTransformerDistilled
 from timm.models.swin_transformer import SwinTransformer as TimmSwin
 from timm.models.vision_transformer import VisionTransformer as TimmViT
@@ -175,6 +176,27 @@ def test_timm_deit_drops_both_prefix_tokens():
     _, transform = find_target_layer(model)
     tokens = torch.arange(18 * 16.0).reshape(1, 18, 16)  # class + distillation + 4x4 patches
     assert torch.equal(transform(tokens), tokens[:, 2:].reshape(1, 4, 4, 16).permute(0, 3, 1, 2))
+    _check_cam_uses_layer(model, (32, 32))
+
+
+def test_timm_cait_blocks_have_no_class_token():
+    """CaiT adds its class token after ``blocks``: the grid, not num_prefix_tokens, decides."""
+    torch.manual_seed(0)
+    model = Cait(
+        img_size=32,
+        patch_size=8,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        num_classes=5,
+        depth_token_only=1,
+        init_values=1.0,
+    )
+    assert model.num_prefix_tokens == 1
+    layers, transform = find_target_layer(model)
+    assert layers == [model.blocks[-1].norm1]
+    tokens = torch.arange(16 * 16.0).reshape(1, 16, 16)  # 4x4 patches, no prefix token
+    assert torch.equal(transform(tokens), tokens.reshape(1, 4, 4, 16).permute(0, 3, 1, 2))
     _check_cam_uses_layer(model, (32, 32))
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pytorch_grad_cam import FinerCAM, GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam import AblationCAM, FinerCAM, GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWeightedTarget
 
 
@@ -55,6 +55,20 @@ def test_default_targets_pick_the_closest_classes(model, target_idx, ranks, alph
     got = cam(x, alpha=alpha, comparison_categories=ranks, target_idx=target_idx)
     assert np.allclose(got, expected, atol=1e-6)
     assert not np.allclose(got, GradCAM(model, [model[2]])(x), atol=1e-3)  # differs from top-1
+
+
+def test_perturbation_base_scores_the_classes_of_the_clean_image(model):
+    """AblationCAM scores ablated copies: the classes must come from the unablated logits."""
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, 8, 8)
+    logits = model(x).detach().tolist()
+    targets = [
+        FinerWeightedTarget(int(np.argmax(row)), _closest(row, int(np.argmax(row)), [1, 2, 3]))
+        for row in logits
+    ]
+    expected = AblationCAM(model, [model[2]])(x, targets=targets)
+    got = FinerCAM(model, [model[2]], base_method=AblationCAM)(x)
+    assert np.allclose(got, expected, atol=1e-6)
 
 
 def test_alpha_zero_is_the_base_method(model):

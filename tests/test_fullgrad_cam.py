@@ -1,5 +1,8 @@
 """Tests for pytorch_grad_cam.fullgrad_cam.FullGrad."""
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -124,6 +127,39 @@ def test_output_and_model_unchanged(model):
     assert not x.requires_grad
     cam.release()
     assert all(not m._forward_hooks for m in model.modules())
+
+
+class TwoOutputs(Net):
+    """Net plus a conv run only in training mode and a second output the targets ignore."""
+
+    def __init__(self):
+        super().__init__()
+        self.aux = nn.Conv2d(3, 2, 1)  # e.g. an auxiliary classifier: skipped in eval mode
+        self.seg = nn.Conv2d(3, 2, 1)  # a second head: no gradient from the logits
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv1(x)))
+        logits = self.fc(torch.relu(self.conv2(h)).mean(dim=(2, 3)))
+        if self.training:
+            logits = logits + self.aux(h).mean()
+        return logits, self.seg(h)
+
+
+def test_layers_not_run_or_not_reached_add_nothing(model):
+    two = TwoOutputs().eval()
+    two.load_state_dict(model.state_dict(), strict=False)
+    x = torch.randn(2, 2, 8, 8)
+    cam = FullGrad(two)
+    assert two.aux in cam.target_layers and two.seg in cam.target_layers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no zero-gradient warning for the second head
+        for _ in range(2):  # the skipped layer is dropped once, then the call is plain
+            maps = cam(x, targets=[1])
+            assert np.allclose(maps, FullGrad(model)(x, targets=[1]), atol=1e-6)
+    assert cam.target_layers == [two.conv1, two.bn, two.seg]
+    assert not two.aux._forward_hooks
+    cam.release()
+    assert all(not m._forward_hooks for m in two.modules())
 
 
 def test_model_without_biases_raises():

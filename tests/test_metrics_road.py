@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from pytorch_grad_cam.metrics import road
 from pytorch_grad_cam.metrics.perturbation_confidence import (
     AveragerAcrossThresholds,
     RemoveLeastRelevantFirst,
@@ -87,6 +88,41 @@ def test_imputation_matches_dense_solve(dtype, atol):
         np.testing.assert_array_equal(
             out[b].numpy()[:, keep[b]], img[b][:, keep[b]].astype(out[b].numpy().dtype)
         )
+
+
+def test_each_system_stops_on_its_own_and_max_iter_keeps_the_iterate():
+    """Converged systems leave the batch: batched results equal one-by-one solves."""
+    keep = torch.from_numpy(np.concatenate([masks_8x8(), np.ones((1, 8, 8), bool)]))
+    img = torch.rand(4, 2, 8, 8, dtype=torch.float64)
+    imputer = NoisyLinearImputer(noise=0.0, tol=1e-8)
+    together = imputer(img, keep)
+    for b in range(4):
+        alone = imputer(img[b : b + 1], keep[b : b + 1])
+        torch.testing.assert_close(together[b : b + 1], alone, atol=1e-12, rtol=0)
+    assert torch.equal(together[3], img[3])  # nothing removed: converged at once
+    exact = torch.from_numpy(dense_imputation(img[0].numpy(), keep[0].numpy(), PAPER_WEIGHTS))
+    start = NoisyLinearImputer(noise=0.0, max_iter=0)(img[:1], keep[:1])[0]
+    capped = NoisyLinearImputer(noise=0.0, max_iter=3)(img[:1], keep[:1])[0]
+    assert (capped - exact).abs().max() < 0.5 * (start - exact).abs().max()
+    assert torch.equal(capped[:, keep[0]], img[0][:, keep[0]])
+
+
+def test_small_cpu_solves_run_on_one_thread(monkeypatch):
+    seen = []
+    solve = road._conjugate_gradients
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return solve(*args)
+
+    monkeypatch.setattr(road, "_conjugate_gradients", spy)
+    img, keep = torch.rand(2, 3, 8, 8), torch.from_numpy(masks_8x8()[:2])
+    torch.set_num_threads(2)  # the module fixture restores the count afterwards
+    NoisyLinearImputer()(img, keep)
+    monkeypatch.setattr(road, "_SMALL_SOLVE", 100)  # 384 elements: a "large" solve
+    NoisyLinearImputer()(img, keep)
+    assert seen == [1, 2]
+    assert torch.get_num_threads() == 2
 
 
 def test_imputation_custom_weighting_orientation():
@@ -218,6 +254,21 @@ def test_averages_and_combined():
     combined = ROADCombined(percentiles, imputer)(img, cams, targets, model)
     np.testing.assert_allclose(combined, (lerf - morf) / 2, atol=1e-5)
     assert combined.shape == (2,) and combined.dtype == np.float32
+
+
+def test_combined_imputes_morf_and_lerf_in_one_call():
+    calls = []
+
+    class CountingImputer(NoisyLinearImputer):
+        def __call__(self, img, mask):
+            calls.append(img.shape[0])
+            return super().__call__(img, mask)
+
+    model = linear_model()
+    img = torch.rand(2, 3, 8, 8)
+    cams = np.random.default_rng(2).random((2, 8, 8)).astype(np.float32)
+    ROADCombined([20, 50, 90], CountingImputer(noise=0.0))(img, cams, [1], model)
+    assert calls == [2 * 3 * 2]  # (MoRF + LeRF) x 3 percentiles x 2 images
 
 
 def test_averager_with_a_generic_metric():

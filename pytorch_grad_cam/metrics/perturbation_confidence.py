@@ -126,7 +126,8 @@ class AveragerAcrossThresholds:
     """Mean of a metric over several percentiles.
 
     When the metrics are ``PerturbationConfidenceMetric``s that remove pixels with one shared
-    imputer, all percentiles are imputed in one batched call (P times the memory of a batch).
+    imputer, all percentiles are imputed in one batched call (P times the memory of a batch);
+    see :func:`score_changes`.
 
     Args:
         imputer: ``imputer(percentile) -> metric``, e.g. ``ROADMostRelevantFirst``.
@@ -152,31 +153,41 @@ class AveragerAcrossThresholds:
     ) -> np.ndarray:
         """The (B,) mean score over the percentiles."""
         metrics = [self.imputer(p) for p in self.percentiles]
-        if not all(type(m).__call__ is PerturbationConfidenceMetric.__call__ for m in metrics):
-            scores = [m(input_tensor, cams, targets, model) for m in metrics]
-            return np.mean(np.float32(scores), axis=0)
-        # Score the original images once, then every percentile's perturbation.
-        images, cam_t, targets = prepare_inputs(input_tensor, cams, targets, model)
-        batch_size = metrics[0].batch_size
-        perturbations = [m.perturbation for m in metrics]
-        imputer = getattr(perturbations[0], "imputer", None)
-        with _eval_mode(model), torch.no_grad():
-            base = target_scores(model, images, targets, batch_size)
-            if all(
-                isinstance(p, RemoveMostRelevantFirst) and p.imputer is imputer
-                for p in perturbations
-            ):  # one imputer call for all percentiles: (P * B) images, percentile-major
-                keep = torch.cat([p.keep_mask(cam_t, images.device) for p in perturbations])
-                perturbed = imputer(images.repeat(len(metrics), 1, 1, 1), keep)
-                scores = target_scores(model, perturbed, targets, batch_size)
-            else:
-                scores = torch.cat(
-                    [
-                        target_scores(model, p(images, cam_t), targets, batch_size)
-                        for p in perturbations
-                    ]
-                )
-        return (scores.reshape(len(metrics), -1).mean(dim=0) - base).cpu().numpy()
+        return score_changes(metrics, input_tensor, cams, targets, model).mean(axis=0)
+
+
+def score_changes(
+    metrics: Sequence[Any],
+    input_tensor: torch.Tensor,
+    cams: np.ndarray | torch.Tensor,
+    targets: Any,
+    model: nn.Module,
+) -> np.ndarray:
+    """float32 (M, B) scores of M metrics, each called as ``metric(input_tensor, cams, ...)``.
+
+    When they are all ``PerturbationConfidenceMetric``s, the original images are scored once;
+    if they also all remove pixels with one shared imputer, every metric's images are imputed
+    in one batched call (M times the memory of a batch).
+    """
+    if not all(type(m).__call__ is PerturbationConfidenceMetric.__call__ for m in metrics):
+        return np.float32([m(input_tensor, cams, targets, model) for m in metrics])
+    images, cam_t, targets = prepare_inputs(input_tensor, cams, targets, model)
+    batch_size = metrics[0].batch_size
+    perturbations = [m.perturbation for m in metrics]
+    imputer = getattr(perturbations[0], "imputer", None)
+    with _eval_mode(model), torch.no_grad():
+        base = target_scores(model, images, targets, batch_size)
+        if all(
+            isinstance(p, RemoveMostRelevantFirst) and p.imputer is imputer for p in perturbations
+        ):  # one imputer call for all metrics: (M * B) images, metric-major
+            keep = torch.cat([p.keep_mask(cam_t, images.device) for p in perturbations])
+            perturbed = imputer(images.repeat(len(metrics), 1, 1, 1), keep)
+            scores = target_scores(model, perturbed, targets, batch_size)
+        else:
+            scores = torch.cat(
+                [target_scores(model, p(images, cam_t), targets, batch_size) for p in perturbations]
+            )
+    return (scores.reshape(len(metrics), -1) - base).cpu().numpy()
 
 
 # --------------------------------------------------------------------- helpers

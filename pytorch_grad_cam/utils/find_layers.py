@@ -189,13 +189,11 @@ def _known_family(model: nn.Module) -> tuple[nn.Module, ReshapeTransform | None]
     vit_layer = _walk(model, ("blocks", -1, "norm1"))
     if vit_layer is not None and isinstance(getattr(model, "num_prefix_tokens", None), int):
         grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
-        size = {}
         if grid is not None and not getattr(model, "dynamic_img_size", False):
+            # the prefix is then what the grid leaves: CaiT's blocks, e.g., have no class token
             size = {"height": int(grid[0]), "width": int(grid[1])}
-        transform = partial(
-            vit_reshape_transform, num_prefix_tokens=model.num_prefix_tokens, **size
-        )
-        return vit_layer, transform
+            return vit_layer, partial(vit_reshape_transform, **size)
+        return vit_layer, partial(vit_reshape_transform, num_prefix_tokens=model.num_prefix_tokens)
     swin_layer = _walk(model, ("layers", -1, "blocks", -1, "norm1"))
     if swin_layer is not None:
         return swin_layer, swinT_reshape_transform

@@ -225,7 +225,7 @@ class SimilarityToConceptTarget:
 
     def __init__(self, features: np.ndarray | torch.Tensor) -> None:
         concept = torch.as_tensor(
-            np.asarray(features) if not torch.is_tensor(features) else features
+            np.asarray(features) if not torch.is_tensor(features) else features.detach()
         )
         if concept.ndim != 1 or concept.numel() == 0:
             raise ValueError(
