@@ -53,8 +53,14 @@ class FullGrad(BaseCAM):
                 "FullGrad needs a Conv2d/Conv3d layer with a bias or a BatchNorm2d/3d layer with "
                 f"running statistics; {type(model).__name__} has none"
             )
+        if reshape_transform is not None:
+            warnings.warn(
+                "FullGrad explains conv/batch-norm outputs, which are already (B, C, *spatial); "
+                "reshape_transform is ignored",
+                stacklevel=2,
+            )
         kwargs["compute_input_gradient"] = True
-        super().__init__(model, layers, reshape_transform, **kwargs)
+        super().__init__(model, layers, None, **kwargs)
 
     def _run_model(self, input_tensor: torch.Tensor) -> Any:
         """Forward pass; layers the model does not run (e.g. auxiliary heads in eval mode) are

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import torch
 
@@ -22,6 +24,11 @@ class ShapleyCAM(BaseCAM):
     this method hands to ``get_cam_weights`` (and keeps in ``activations_and_grads.gradients``)
     are the corrected ``g - 1/2 H A``.
     """
+
+    def _run_model(self, input_tensor: torch.Tensor) -> Any:
+        # Fused attention kernels have no double backward: use the plain math one.
+        with _math_attention():
+            return super()._run_model(input_tensor)
 
     def _raw_gradients(
         self, scores: torch.Tensor, tensors: list[torch.Tensor]
@@ -43,3 +50,16 @@ class ShapleyCAM(BaseCAM):
         self, input_tensor, target_layer, targets, activations, grads
     ) -> torch.Tensor:
         return grads.mean(dim=tuple(range(2, grads.ndim)))
+
+
+@contextmanager
+def _math_attention() -> Iterator[None]:
+    """Force ``scaled_dot_product_attention`` onto its twice-differentiable math backend."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # older torch: nothing to switch
+        context = nullcontext()
+    else:
+        context = sdpa_kernel(SDPBackend.MATH)
+    with context:
+        yield

@@ -166,3 +166,18 @@ def test_model_without_biases_raises():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.Flatten(), nn.LazyLinear(2))
     with pytest.raises(ValueError, match="bias"):
         FullGrad(model)
+
+
+def test_reshape_transform_is_ignored_with_a_warning():
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 2),
+    )
+    x = torch.rand(1, 3, 8, 8)
+    plain = FullGrad(model)(x, targets=None)
+    with pytest.warns(UserWarning, match="reshape_transform is ignored"):
+        cam = FullGrad(model, reshape_transform=lambda t: t[:, :, 0])
+    np.testing.assert_allclose(cam(x), plain)

@@ -108,3 +108,18 @@ def test_model_unchanged_and_gradients_kept():
     assert all(m.training for m in model.modules())
     cam.release()
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_runs_on_a_vit_with_fused_attention():
+    """Fused attention has no double backward; ShapleyCAM must still work on a timm ViT."""
+    import timm
+
+    from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
+
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, depth=2, num_classes=4
+    )
+    cam = ShapleyCAM(model, [model.blocks[-1].norm1], reshape_transform=vit_reshape_transform)
+    maps = cam(torch.rand(2, 3, 32, 32), targets=[ClassifierOutputReST(1)])
+    assert maps.shape == (2, 32, 32) and np.isfinite(maps).all() and maps.max() > 0
