@@ -17,7 +17,6 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.score_cam import (
     check_batch_size,
     check_targets,
-    detached_hooks,
     progress_bar,
 )
 
@@ -85,7 +84,7 @@ class AblationCAM(BaseCAM):
         index = next(i for i, m in enumerate(self.target_layers) if m is target_layer)
         aag = self.activations_and_grads
         raw = aag.rebuild(index, [t.detach() for t in aag.layer_outputs[index]])
-        with torch.no_grad(), detached_hooks(self):
+        with torch.no_grad():
             # (on the device even if a target returns Python numbers)
             original = self._target_scores(self.outputs, targets, batch).float().to(device)
             plans = [

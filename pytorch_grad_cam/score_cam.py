@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from numbers import Integral
 from typing import Any
 
@@ -74,7 +73,7 @@ class ScoreCAM(BaseCAM):
         image_list = images.tolist()
         mode = "bilinear" if activations.ndim == 4 else "trilinear"
         scores = torch.empty(len(items), device=activations.device)
-        with torch.no_grad(), detached_hooks(self):
+        with torch.no_grad():
             model, memory_format = self._scoring_model(input_tensor, targets)
             for start in progress_bar(self, range(0, len(items), batch_size), "ScoreCAM"):
                 stop = min(start + batch_size, len(items))
@@ -193,16 +192,3 @@ def fold_batchnorm(
     traced.delete_all_unused_submodules()
     traced.recompile()
     return traced
-
-
-@contextmanager
-def detached_hooks(cam: BaseCAM) -> Iterator[None]:
-    """Detach the CAM's recording hooks during extra forward passes, then attach them again."""
-    aag = cam.activations_and_grads
-    attached = bool(aag.handles)
-    aag.release()
-    try:
-        yield
-    finally:
-        if attached:
-            aag.register()
