@@ -36,7 +36,13 @@ import torchvision
 from torch import nn
 
 import pytorch_grad_cam
-from pytorch_grad_cam.utils.image import deprocess_image, preprocess_image, show_cam_on_image
+from pytorch_grad_cam.utils.image import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    deprocess_image,
+    preprocess_image,
+    show_cam_on_image,
+)
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 # Command-line name -> class name in pytorch_grad_cam; methods appear as the package adds them.
@@ -410,7 +416,7 @@ def explain_image(args: argparse.Namespace, method: str, cam_class: type, device
     layers, reshape = (None, None)
     if method != "fullgrad":  # FullGrad uses every biased layer, not target layers
         layers, reshape = pick_target_layers(model, args.target_layer)
-    input_tensor = preprocess_image(rgb).to(device)
+    input_tensor = preprocess_image(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD).to(device)
     try:
         with torch.no_grad():
             logits = model(input_tensor)[0]

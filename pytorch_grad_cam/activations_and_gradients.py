@@ -1,51 +1,33 @@
-"""Forward hooks that record what the target layers output (and the gradients they get)."""
+"""Forward hooks that record what the target layers output, and the gradients they get."""
 
 from __future__ import annotations
 
+import functools
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from pytorch_grad_cam._outputs import flatten_tensors
 
-def flatten_tensors(obj: Any) -> tuple[list[torch.Tensor], Callable[[list[Any]], Any]]:
-    """Split a (nested) layer output into its tensors and a function that rebuilds it.
-
-    Tensors, lists, tuples (named tuples too) and mappings are walked; anything else is kept
-    as it is. ``rebuild(new_tensors)`` returns the same structure with the tensors replaced.
-    """
-    if isinstance(obj, torch.Tensor):
-        return [obj], lambda ts: ts[0]
-    if isinstance(obj, (list, tuple, Mapping)):
-        items = list(obj.items()) if isinstance(obj, Mapping) else list(enumerate(obj))
-        parts = [flatten_tensors(value) for _, value in items]
-        counts = [len(tensors) for tensors, _ in parts]
-
-        def rebuild(ts: list[Any]) -> Any:
-            values, start = [], 0
-            for (_, build), n in zip(parts, counts):
-                values.append(build(ts[start : start + n]))
-                start += n
-            if isinstance(obj, Mapping):
-                return type(obj)(zip([k for k, _ in items], values))
-            if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-                return type(obj)(*values)
-            return type(obj)(values)
-
-        return [t for tensors, _ in parts for t in tensors], rebuild
-    return [], lambda ts: obj
+__all__ = ["ActivationsAndGradients", "flatten_tensors"]
 
 
 class ActivationsAndGradients:
-    """Records the outputs of ``target_layers`` on every forward pass of ``model``.
+    """Records the outputs of ``target_layers`` and the gradients that reach them.
 
-    Used on its own it wraps the model: ``out = aag(x)`` fills ``aag.activations`` (one entry
-    per target layer, in the order of ``target_layers``, after ``reshape_transform``), and a
-    later ``out[...].backward()`` fills ``aag.gradients``. ``BaseCAM`` sets ``truncate``: the
-    forward pass then starts without autograd and the graph starts at the first target layer
-    that runs, so nothing before it is kept for, or reached by, the backward pass.
+    grad-cam's contract: constructing it attaches the hooks; ``out = aag(x)`` runs the model
+    (clearing the records first) and appends each target layer's output, after
+    ``reshape_transform``, to ``aag.activations`` in the order the layers run; a later
+    backward pass puts the gradients in ``aag.gradients``, each new one in front (so for
+    layers run one after the other they end up in the same order as the activations).
+    ``detach=False`` keeps the autograd graph of both. ``release()`` removes the hooks.
+
+    Subclasses may override ``__call__``, ``save_activation`` and ``save_gradient``. A CAM
+    object uses its own instance without attaching it: it registers ``save_activation`` and
+    ``save_gradient`` on the target layers for the duration of each forward pass only.
 
     The hooks hold only a weak reference to this object: dropping it removes them.
     """
@@ -54,62 +36,61 @@ class ActivationsAndGradients:
         self,
         model: nn.Module,
         target_layers: Sequence[nn.Module],
-        reshape_transform: Callable[[Any], torch.Tensor] | None = None,
+        reshape_transform: Callable[[Any], Any] | None = None,
+        detach: bool = True,
     ) -> None:
         self.model = model
         self.target_layers = list(target_layers)
         self.reshape_transform = reshape_transform
-        self.truncate = False
-        self.capture_gradients = True
-        self.enabled = True  # BaseCAM enables recording only during its own forward passes
+        self.detach = detach
+        self.gradients: list[Any] = []
+        self.activations: list[Any] = []
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._reset()
-        self.register()
-
-    def _reset(self) -> None:
-        n = len(self.target_layers)
-        self.activations: list[Any] = [None] * n
-        self.gradients: list[Any] = [None] * n
-        self.layer_outputs: list[list[torch.Tensor] | None] = [None] * n
-        self._rebuilders: list[Callable | None] = [None] * n
-
-    def register(self) -> None:
-        """Attach the forward hooks (does nothing if they are attached)."""
-        if self.handles:
-            return
         ref = weakref.ref(self)
-        for index, layer in enumerate(self.target_layers):
-            self.handles.append(layer.register_forward_hook(_make_hook(ref, index)))
+        for layer in self.target_layers:
+            self.handles.append(layer.register_forward_hook(_weak_hook(ref, "save_activation")))
+            self.handles.append(layer.register_forward_hook(_weak_hook(ref, "save_gradient")))
+
+    def save_activation(self, module: nn.Module, input: Any, output: Any) -> None:
+        """Forward hook: append the (reshaped) layer output to ``self.activations``."""
+        activation = self._reshape(output)
+        self.activations.append(_detached(activation) if self.detach else activation)
+
+    def save_gradient(self, module: nn.Module, input: Any, output: Any) -> None:
+        """Forward hook: have the gradient of the layer output put in front of
+        ``self.gradients`` when it is computed (nothing if the output needs no gradient)."""
+        tensors, rebuild = flatten_tensors(output)
+        tracked = [i for i, t in enumerate(tensors) if t.requires_grad]
+        if not tracked:
+            return
+        # (the hooks keep no reference to the tensors they sit on, nor to self: no cycles)
+        specs = [(t.shape, t.dtype, t.device) for t in tensors]
+        arrived: dict[int, torch.Tensor] = {}
+        ref = weakref.ref(self)
+
+        def store(i: int, grad: torch.Tensor) -> None:
+            owner = ref()
+            arrived[i] = grad
+            if owner is None or len(arrived) < len(tracked):
+                return
+            grads = [arrived.get(i, _zeros(spec)) for i, spec in enumerate(specs)]
+            arrived.clear()
+            gradient = owner._reshape(rebuild(grads))
+            owner.gradients = [_detached(gradient) if owner.detach else gradient, *owner.gradients]
+
+        for i in tracked:
+            tensors[i].register_hook(functools.partial(store, i))
 
     def __call__(self, x: Any) -> Any:
-        self._reset()
+        """Clear the records and run the model on ``x``."""
+        self.gradients = []
+        self.activations = []
         return self.model(x)
 
-    def _record(self, index: int, output: Any) -> Any:
-        tensors, rebuild = flatten_tensors(output)
-        if self.truncate:
-            if not torch.is_grad_enabled():
-                torch.set_grad_enabled(True)  # the first target layer: the graph starts here
-            tensors = [
-                t.detach().requires_grad_() if t.is_floating_point() and not t.requires_grad else t
-                for t in tensors
-            ]
-        self.layer_outputs[index] = tensors
-        self._rebuilders[index] = rebuild
-        with torch.no_grad():
-            self.activations[index] = self.apply_reshape(rebuild([t.detach() for t in tensors]))
-        if self.capture_gradients and len(tensors) == 1 and tensors[0].requires_grad:
-            tensors[0].register_hook(_make_grad_hook(weakref.ref(self), index))
-        # Later in-place ops (e.g. ReLU(inplace=True)) act on a copy, not on what was recorded.
-        return rebuild([t.clone() if t.is_floating_point() else t for t in tensors])
-
-    def apply_reshape(self, value: Any) -> Any:
-        """Apply ``reshape_transform`` (if any) to an activation or gradient."""
-        return self.reshape_transform(value) if self.reshape_transform is not None else value
-
-    def rebuild(self, index: int, tensors: list[torch.Tensor]) -> Any:
-        """Put tensors (e.g. gradients) back into the structure of layer ``index``'s output."""
-        return self._rebuilders[index](tensors)
+    def clear(self) -> None:
+        """Forget the recorded activations and gradients."""
+        self.gradients = []
+        self.activations = []
 
     def release(self) -> None:
         """Remove the hooks."""
@@ -120,20 +101,24 @@ class ActivationsAndGradients:
     def __del__(self) -> None:
         self.release()
 
-
-def _make_hook(ref: weakref.ref[ActivationsAndGradients], index: int) -> Callable:
-    def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
-        owner = ref()
-        return None if owner is None or not owner.enabled else owner._record(index, output)
-
-    return hook
+    def _reshape(self, value: Any) -> Any:
+        return self.reshape_transform(value) if self.reshape_transform is not None else value
 
 
-def _make_grad_hook(ref: weakref.ref[ActivationsAndGradients], index: int) -> Callable:
-    def hook(grad: torch.Tensor) -> None:
+def _zeros(spec: tuple[torch.Size, torch.dtype, torch.device]) -> torch.Tensor:
+    shape, dtype, device = spec
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
+def _detached(value: Any) -> Any:
+    tensors, rebuild = flatten_tensors(value)
+    return rebuild([t.detach() for t in tensors])
+
+
+def _weak_hook(ref: weakref.ref[ActivationsAndGradients], name: str) -> Callable:
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
         owner = ref()
         if owner is not None:
-            with torch.no_grad():
-                owner.gradients[index] = owner.apply_reshape(grad.detach())
+            getattr(owner, name)(module, inputs, output)
 
     return hook

@@ -1,11 +1,11 @@
-"""BaseCAM: hooks, forward/backward, targets, post-processing and smoothing for every method."""
+"""BaseCAM: the pipeline every method shares; a method supplies only its weighting step."""
 
 from __future__ import annotations
 
-import copy
+import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -13,23 +13,57 @@ import torch
 import ttach as tta
 from torch import nn
 
-from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients, flatten_tensors
+from pytorch_grad_cam._arrays import as_numpy, as_tensor, defined_outside_package, like
+from pytorch_grad_cam._forward_pass import ForwardPass
+from pytorch_grad_cam._legacy import legacy_constructor_args
+from pytorch_grad_cam._model_state import eval_mode, model_device
+from pytorch_grad_cam._outputs import describe_output, flatten_tensors
+from pytorch_grad_cam._targets import (
+    MISSING,
+    Target,
+    TargetsFromOutputs,
+    broadcast_targets,
+    resolve_targets,
+    target_scores,
+    top_class_targets,
+)
+from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.find_layers import find_target_layer
 from pytorch_grad_cam.utils.image import scale_cam_image
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, _logits
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
-_MISSING: Any = object()
-Target = Callable[[Any], torch.Tensor]
+Array = np.ndarray | torch.Tensor
 
 
 class BaseCAM:
-    """Common machinery of the CAM methods; a method overrides only its weighting step.
+    """The machinery of every CAM method; a method overrides only its weighting step.
 
-    A method implements one of:
-      * ``get_cam_weights`` -> (B, C) channel weights; the map is ``sum_k w_k * A_k``;
-      * ``get_weighted_activations`` -> (B, C, *spatial) terms whose channel sum is the map;
-      * ``get_cam_image`` -> the (B, *spatial) map itself.
+    One call, ``cam(input_tensor, targets)``, runs these stages (in the order of this file):
+
+    1. **forward**: the model runs with hooks on ``target_layers``, and
+       ``activations_and_grads`` records their outputs (``reshape_transform`` applied);
+    2. **targets**: None explains each image's top class; a single target serves every image;
+    3. **gradients** of the target scores with respect to the recorded outputs, also recorded
+       by ``activations_and_grads``: a backward pass that stops at the first target layer
+       and never computes parameter gradients;
+    4. **per-layer map**: ``get_cam_image`` (by default the channel sum of
+       ``get_cam_weights`` times the activations), a ReLU, then ``scale_layer_cam``
+       (min-max normalisation, resizing to the input);
+    5. **aggregate**: ``aggregate_multi_layers`` (ReLU, mean over layers, min-max).
+
+    Override points (grad-cam's extension contract): ``get_cam_weights``, ``get_cam_image``,
+    ``compute_cam_per_layer``, ``aggregate_multi_layers``, ``forward``,
+    ``forward_augmentation_smoothing`` and ``get_target_width_height``. An override in a class
+    defined outside this package receives what grad-cam passes: numpy float32 activations and
+    gradients (torch tensors keeping their graph when ``detach=False``), per-layer numpy maps,
+    and may return numpy or torch. The package's own methods compute in torch on the model's
+    device, with these declared hooks: ``get_weighted_activations``, ``layer_gradients``,
+    ``scale_layer_cam`` and the class attributes ``uses_gradients`` and
+    ``require_every_layer``.
+
+    Hooks are attached to the model only while it runs for a call: between calls it carries
+    nothing of the CAM, so it can be saved, pickled or copied. A CAM object computes one call
+    at a time (another thread gets a clear error).
 
     Args:
         model: the network. Its device (first parameter's) is where everything runs.
@@ -37,115 +71,80 @@ class BaseCAM:
             None (with no reshape_transform): chosen, with their transform, by
             ``pytorch_grad_cam.utils.find_layers.find_target_layer``.
         reshape_transform: turns a layer output into (B, C, *spatial), e.g. for token layouts.
-        compute_input_gradient: also back-propagate to the input (full backward pass).
+        compute_input_gradient: also back-propagate to the input (a full backward pass).
         uses_gradients: whether the method needs gradients (class attribute by default).
         tta_transforms: ttach transforms for ``aug_smooth`` (default: flip x scale 0.9/1/1.1).
+        detach: hand the weighting step detached activations and gradients (False keeps
+            their graph, for second derivatives or a differentiable map).
         target_layer: deprecated 2021 spelling of ``target_layers=[target_layer]``.
         use_cuda: deprecated; moves the model to CUDA when True and CUDA is available.
+
+    Example:
+        >>> import torch
+        >>> from pytorch_grad_cam import GradCAM
+        >>> from pytorch_grad_cam.demo import load_demo_model
+        >>> model = load_demo_model()
+        >>> with GradCAM(model, [model.target_layer]) as cam:
+        ...     maps = cam(torch.rand(2, 3, 64, 64), targets=[0, 1])
+        >>> maps.shape
+        (2, 64, 64)
     """
 
     uses_gradients: bool = True
+    # False (FullGrad): a target layer the forward pass skips, or that the target does not
+    # depend on, adds nothing to this call's map instead of being an error.
+    require_every_layer: bool = True
 
     def __init__(
         self,
         model: nn.Module,
         target_layers: nn.Module | Sequence[nn.Module] | None = None,
-        reshape_transform: Callable[[Any], torch.Tensor] | None = None,
+        reshape_transform: Callable[[Any], Any] | None = None,
         compute_input_gradient: bool = False,
         uses_gradients: bool | None = None,
         tta_transforms: tta.Compose | None = None,
+        detach: bool = True,
         *,
         target_layer: nn.Module | None = None,
         use_cuda: bool | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-        if isinstance(reshape_transform, bool):  # 2021 positional order: (model, layer, use_cuda)
-            use_cuda, reshape_transform = reshape_transform, None
+        model, target_layers, reshape_transform = legacy_constructor_args(
+            model, target_layers, reshape_transform, target_layer, use_cuda
+        )
         if reshape_transform is not None and not callable(reshape_transform):
             raise TypeError("reshape_transform must be a callable or None")
-        if target_layer is not None:
-            warnings.warn(
-                "target_layer= is deprecated; use target_layers=[layer]",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            if target_layers is not None:
-                raise ValueError("pass either target_layers or target_layer, not both")
-            target_layers = [target_layer]
-        if use_cuda is not None:
-            warnings.warn(
-                "use_cuda= is deprecated; move the model to the device you want instead "
-                "(the CAM runs on the model's device)",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            if use_cuda:
-                if torch.cuda.is_available():
-                    model = model.cuda()
-                else:
-                    warnings.warn(
-                        "use_cuda=True but CUDA is not available; using the CPU", stacklevel=2
-                    )
-        self.model = model
         if target_layers is None and reshape_transform is None:
             target_layers, reshape_transform = find_target_layer(model)
+        self.model = model
         self.target_layers = _check_target_layers(model, target_layers)
         self.reshape_transform = reshape_transform
         self.compute_input_gradient = compute_input_gradient
         if uses_gradients is not None:
             self.uses_gradients = uses_gradients
         self.tta_transforms = tta_transforms
-        self.outputs: Any = None
+        self.detach = detach
+        self.outputs: Any = None  # the model outputs of the last call (detached)
+        self.state: ForwardPass | None = None  # the last forward pass
+        self._lock = threading.RLock()
         self.activations_and_grads = ActivationsAndGradients(
-            model, self.target_layers, reshape_transform
+            model, self.target_layers, reshape_transform, detach
         )
-        self.activations_and_grads.capture_gradients = False
-        self.activations_and_grads.enabled = False  # the user's own forward passes are left alone
+        self.activations_and_grads.release()  # attached for each forward pass only
 
-    # ----------------------------------------------------------------- method hooks
-    def get_cam_weights(
-        self,
-        input_tensor: torch.Tensor,
-        target_layer: nn.Module,
-        targets: list[Target] | None,
-        activations: torch.Tensor,
-        grads: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """Channel weights (B, C) of the method."""
-        raise NotImplementedError(f"{type(self).__name__} does not define get_cam_weights")
+    @property
+    def device(self) -> torch.device:
+        """The device the CAM runs on: the model's."""
+        return model_device(self.model)
 
-    def get_weighted_activations(
-        self,
-        input_tensor: torch.Tensor,
-        target_layer: nn.Module,
-        targets: list[Target] | None,
-        activations: torch.Tensor,
-        grads: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """Per-channel terms (B, C, *spatial) whose channel sum is the raw map."""
-        weights = torch.as_tensor(
-            self.get_cam_weights(input_tensor, target_layer, targets, activations, grads),
-            device=activations.device,
-        ).float()
-        return weights.reshape(*weights.shape, *[1] * (activations.ndim - 2)) * activations
+    @property
+    def input_gradient(self) -> torch.Tensor | None:
+        """The gradient of the targets with respect to the input in the last call (with
+        ``compute_input_gradient``)."""
+        return None if self.state is None else self.state.input_gradient
 
-    def get_cam_image(
-        self,
-        input_tensor: torch.Tensor,
-        target_layer: nn.Module,
-        targets: list[Target] | None,
-        activations: torch.Tensor,
-        grads: torch.Tensor | None,
-        eigen_smooth: bool = False,
-    ) -> torch.Tensor:
-        """Raw map (B, *spatial): channel sum, or first principal component if eigen_smooth."""
-        weighted = self.get_weighted_activations(
-            input_tensor, target_layer, targets, activations, grads
-        )
-        return get_2d_projection(weighted) if eigen_smooth else weighted.sum(dim=1)
-
-    # ----------------------------------------------------------------- public API
+    # ================================================================= entry points
     def __call__(
         self,
         input_tensor: torch.Tensor,
@@ -153,7 +152,7 @@ class BaseCAM:
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
         *,
-        target_category: Any = _MISSING,
+        target_category: Any = MISSING,
     ) -> np.ndarray:
         """Compute the maps.
 
@@ -167,43 +166,376 @@ class BaseCAM:
         Returns:
             float32 array (B, H, W) (or (B, D, H, W)) with values in [0, 1].
         """
-        self.activations_and_grads.register()
-        try:  # any error, bad arguments included, leaves no hooks on the model
-            targets = _resolve_targets(targets, target_category)
-            input_tensor = self._check_input(input_tensor)
-            if targets is not None and len(targets) not in (1, input_tensor.shape[0]):
-                raise ValueError(
-                    f"targets has {len(targets)} entries but the batch has "
-                    f"{input_tensor.shape[0]} images: pass one target per image, or a single "
-                    "target for every image"
-                )
-            with _eval_mode(self.model), torch.inference_mode(False):
-                if input_tensor.is_inference():
-                    input_tensor = input_tensor.clone()
-                if aug_smooth:
-                    cam = self._augmented_cam(input_tensor, targets, eigen_smooth)
-                else:
-                    cam = self._cam(input_tensor, targets, eigen_smooth)
-        except BaseException:
-            self.release()
-            raise
-        finally:
-            self._input_leaf = None  # FullGrad-style methods keep it during the call only
-        return cam.detach().float().cpu().numpy()
+        targets = resolve_targets(targets, target_category)
+        return as_numpy(self._maps(input_tensor, targets, aug_smooth, eigen_smooth))
 
+    def compute(
+        self,
+        input_tensor: torch.Tensor,
+        targets: Sequence[Target] | None = None,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+        *,
+        keep_graph: bool = False,
+    ) -> torch.Tensor:
+        """The maps as a float32 tensor (B, *spatial) on the model's device.
+
+        Same arguments as ``__call__``. With ``keep_graph`` the maps stay differentiable with
+        respect to the model's parameters and the input (a full forward pass with autograd,
+        e.g. to put a CAM in a training loss).
+        """
+        return self._maps(
+            input_tensor, resolve_targets(targets), aug_smooth, eigen_smooth, keep_graph
+        )
+
+    def _maps(
+        self,
+        input_tensor: torch.Tensor,
+        targets: Any,
+        aug_smooth: bool,
+        eigen_smooth: bool,
+        keep_graph: bool = False,
+    ) -> torch.Tensor:
+        with self._call_context():
+            input_tensor = self._checked_input(input_tensor)
+            stage = "forward_augmentation_smoothing" if aug_smooth else "forward"
+            if self._foreign(stage):  # grad-cam-style override: numpy in and out
+                if keep_graph:
+                    raise ValueError(f"keep_graph=True cannot pass through the numpy {stage}")
+                maps = getattr(self, stage)(input_tensor, targets, eigen_smooth)
+            elif aug_smooth:
+                maps = self._augmented(input_tensor, targets, eigen_smooth, keep_graph)
+            else:
+                maps = self._forward(input_tensor, targets, eigen_smooth, keep_graph)
+        return as_tensor(maps, input_tensor.device).float()
+
+    # ================================================================= the pipeline
+    def _forward(
+        self,
+        input_tensor: torch.Tensor,
+        targets: Any,
+        eigen_smooth: bool,
+        keep_graph: bool = False,
+    ) -> torch.Tensor:
+        """Stages 1-5 on one batch; the maps as a tensor."""
+        batch = input_tensor.shape[0]
+        state = self._record(input_tensor, keep_graph)  # 1. forward
+        try:
+            targets = self._explained_targets(state.outputs, targets, batch)  # 2. targets
+            if self.uses_gradients:
+                self._backpropagate(state, targets)  # 3. gradients
+            if self._foreign("compute_cam_per_layer"):  # 4. per-layer maps
+                per_layer = self.compute_cam_per_layer(input_tensor, targets, eigen_smooth)
+            else:
+                per_layer = self._cam_per_layer(input_tensor, targets, eigen_smooth)
+            if self._foreign("aggregate_multi_layers"):
+                per_layer = [as_numpy(cam) for cam in per_layer]
+            maps = self.aggregate_multi_layers(per_layer)  # 5. aggregate
+            return as_tensor(maps, input_tensor.device)
+        finally:
+            state.drop_graph()  # the maps keep the graph they need (keep_graph)
+
+    # ----------------------------------------------------------------- 1. forward
+    def _record(self, input_tensor: torch.Tensor, keep_graph: bool) -> ForwardPass:
+        """Run the model, recording the target layers' outputs."""
+        detach = self.detach and not keep_graph
+        truncate = self.uses_gradients and not (self.compute_input_gradient or keep_graph)
+        state = self.state = ForwardPass(input_tensor, truncate=truncate, detach=detach)
+        aag = self.activations_and_grads
+        recorder_hooks: list[Callable] = []
+        if isinstance(aag, ActivationsAndGradients) and not aag.handles:
+            aag.detach = detach
+            recorder_hooks = [aag.save_activation, aag.save_gradient]
+        aag.activations, aag.gradients = [], []
+        model_input = input_tensor
+        if self.compute_input_gradient:
+            model_input = state.input_leaf = input_tensor.detach().requires_grad_()
+        with_grad = (self.uses_gradients and not truncate) or keep_graph
+        with (
+            state.hooks(self.target_layers, recorder_hooks),
+            torch.set_grad_enabled(with_grad),
+            self.forward_context(),
+        ):
+            state.outputs = aag(model_input)
+        tensors, rebuild = flatten_tensors(state.outputs)
+        self.outputs = rebuild([t.detach() for t in tensors])  # keep no autograd graph alive
+        for i, layer in enumerate(self.target_layers):
+            if self.require_every_layer and not state.captures_of(i):
+                raise RuntimeError(
+                    f"target_layers[{i}] ({type(layer).__name__}) was not called during the "
+                    "model's forward pass; pick a layer the model runs"
+                )
+        if not state.captures:
+            raise RuntimeError("none of the target layers was called during the forward pass")
+        return state
+
+    def forward_context(self) -> AbstractContextManager:
+        """Declared hook: a context the model's forward pass runs in (default: none)."""
+        return nullcontext()
+
+    # ----------------------------------------------------------------- 2. targets
+    def _explained_targets(self, outputs: Any, targets: Any, batch: int) -> list[Target] | None:
+        """One target per image (None only for a gradient-free method on an output without
+        logits)."""
+        if isinstance(targets, TargetsFromOutputs):
+            targets = targets.choose(outputs, batch)
+        elif targets is None:
+            targets = top_class_targets(outputs, batch)
+            if targets is None:
+                if not self.uses_gradients:
+                    return None
+                raise TypeError(
+                    "targets=None explains each image's top class, which needs a model output "
+                    f"of shape (B, num_classes); the model returned {describe_output(outputs)}."
+                    " Pass targets=[...] whose targets read this output"
+                )
+        return broadcast_targets(targets, batch)
+
+    # ----------------------------------------------------------------- 3. gradients
+    def _backpropagate(self, state: ForwardPass, targets: list[Target]) -> None:
+        """Gradients of the target scores with respect to every captured layer output (and
+        the input with ``compute_input_gradient``), handed to ``activations_and_grads``."""
+        scores = target_scores(state.outputs, targets)
+        tensors = [t for c in state.captures for t in c.graph if t.requires_grad]
+        if not scores.requires_grad or not tensors:
+            raise RuntimeError(
+                "the target scores do not depend on the target layers' outputs, so there is no "
+                "gradient to use; check the targets and that target_layers feed the output"
+            )
+        inputs = tensors + ([state.input_leaf] if state.input_leaf is not None else [])
+        grads = list(self.layer_gradients(scores, inputs))
+        if state.input_leaf is not None:
+            grad = grads.pop()
+            state.input_gradient = torch.zeros_like(state.input_leaf) if grad is None else grad
+        flow = iter(grads)
+        per_capture = [
+            [next(flow) if t.requires_grad else None for t in c.graph] for c in state.captures
+        ]
+        for i, layer in enumerate(self.target_layers):
+            got = [g for c, gs in zip(state.captures, per_capture) if c.layer == i for g in gs]
+            if not self.require_every_layer or not got:
+                continue
+            name = f"target_layers[{i}] ({type(layer).__name__})"
+            if all(g is None for g in got):
+                raise RuntimeError(
+                    f"the gradient of the targets never reaches {name}: the output does not "
+                    "depend on this layer (unused, detached or frozen branch); choose another layer"
+                )
+            if not any(bool(g.any()) for g in got if g is not None):
+                warnings.warn(
+                    f"the gradient at {name} is zero everywhere, so its map is empty; pick a "
+                    "layer the target depends on (for ViT: a layer before the last block's "
+                    "attention, e.g. blocks[-1].norm1)",
+                    RuntimeWarning,
+                    stacklevel=5,
+                )
+        state.publish_gradients(per_capture)
+
+    def layer_gradients(
+        self, scores: torch.Tensor, tensors: list[torch.Tensor]
+    ) -> Sequence[torch.Tensor | None]:
+        """Declared hook: the gradients (None where unused) of the (B,) target scores with
+        respect to ``tensors`` (the captured layer outputs, then the input if asked for).
+
+        Methods needing more than first derivatives (ShapleyCAM) override it. The graph is kept
+        (``create_graph``) when the pass does not detach.
+        """
+        create_graph = self.state is not None and not self.state.detach
+        return torch.autograd.grad(
+            scores.sum(), tensors, allow_unused=True, create_graph=create_graph
+        )
+
+    # ----------------------------------------------------------------- 4. per-layer maps
+    def _cam_per_layer(
+        self, input_tensor: torch.Tensor, targets: list[Target] | None, eigen_smooth: bool
+    ) -> list[torch.Tensor]:
+        """Each target layer's map, ReLU'd and scaled: a list of (B, 1, *input size)."""
+        size = self.get_target_width_height(input_tensor)
+        detach = self.state.detach if self.state is not None else self.detach
+        # grad-cam-style weighting overrides receive numpy (one copy to the host per layer)
+        numpy = detach and any(self._foreign(n) for n in ("get_cam_image", "get_cam_weights"))
+        maps = []
+        for index, activations, grads in self._layer_records():
+            activations = _as_spatial(activations, input_tensor, index, "activations")
+            if grads is not None:
+                grads = _as_spatial(grads, input_tensor, index, "gradients")
+            if numpy:
+                activations, grads = as_numpy(activations), as_numpy(grads)
+            layer = self.target_layers[index]
+            with torch.no_grad() if detach else nullcontext():
+                cam = self.get_cam_image(
+                    input_tensor, layer, targets, activations, grads, eigen_smooth
+                )
+                cam = as_tensor(cam, input_tensor.device).float().clamp_min(0)
+                maps.append(self.scale_layer_cam(cam, size)[:, None])
+        return maps
+
+    def _layer_records(self) -> list[tuple[int, Any, Any]]:
+        """(target layer index, activations, gradients) of each explained layer call, from
+        what ``activations_and_grads`` recorded (the last call of a layer run twice)."""
+        aag = self.activations_and_grads
+        activations, gradients = list(aag.activations), list(aag.gradients)
+        order = [c.layer for c in self.state.captures] if self.state is not None else []
+        if len(activations) != len(order):
+            if len(activations) != len(self.target_layers):
+                raise RuntimeError(
+                    f"activations_and_grads recorded {len(activations)} activations for "
+                    f"{len(order)} calls of the {len(self.target_layers)} target layers"
+                )
+            order = list(range(len(activations)))
+        if not gradients:
+            if self.uses_gradients:
+                raise RuntimeError(
+                    "activations_and_grads recorded no gradients; a replacement must fill "
+                    ".gradients during the backward pass (see ActivationsAndGradients)"
+                )
+            gradients = [None] * len(activations)
+        elif len(gradients) != len(activations):
+            raise RuntimeError(
+                f"activations_and_grads recorded {len(gradients)} gradients for "
+                f"{len(activations)} activations"
+            )
+        last = {layer: j for j, layer in enumerate(order)}
+        return [(layer, activations[j], gradients[j]) for layer, j in sorted(last.items())]
+
+    def get_cam_image(
+        self,
+        input_tensor: torch.Tensor,
+        target_layer: nn.Module,
+        targets: list[Target] | None,
+        activations: Array,
+        grads: Array | None,
+        eigen_smooth: bool = False,
+    ) -> Array:
+        """Raw map (B, *spatial) of one layer: the channel sum of the weighted activations,
+        or their first principal component with ``eigen_smooth``. numpy in, numpy out."""
+        weighted = self.get_weighted_activations(
+            input_tensor, target_layer, targets, activations, grads
+        )
+        return get_2d_projection(weighted) if eigen_smooth else weighted.sum(axis=1)
+
+    def get_weighted_activations(
+        self,
+        input_tensor: torch.Tensor,
+        target_layer: nn.Module,
+        targets: list[Target] | None,
+        activations: Array,
+        grads: Array | None,
+    ) -> Array:
+        """Declared hook: the per-channel terms (B, C, *spatial) whose channel sum is the raw
+        map; by default ``get_cam_weights`` (B, C) times the activations."""
+        weights = like(
+            self.get_cam_weights(input_tensor, target_layer, targets, activations, grads),
+            activations,
+        )
+        return weights.reshape(*weights.shape, *[1] * (activations.ndim - 2)) * activations
+
+    def get_cam_weights(
+        self,
+        input_tensor: torch.Tensor,
+        target_layer: nn.Module,
+        targets: list[Target] | None,
+        activations: Array,
+        grads: Array | None,
+    ) -> Array:
+        """The method's channel weights (B, C)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define get_cam_weights")
+
+    def scale_layer_cam(self, cam: torch.Tensor, target_size: tuple[int, ...]) -> torch.Tensor:
+        """Declared hook: post-process one layer's ReLU'd map (B, *spatial): min-max
+        normalise each image's map and resize it to ``target_size`` (OpenCV order)."""
+        return scale_cam_image(cam, target_size)
+
+    # ----------------------------------------------------------------- 5. aggregate
+    def aggregate_multi_layers(self, cam_per_target_layer: Sequence[Array]) -> Array:
+        """Combine the per-layer maps (each (B, 1, *size)): ReLU, mean over the layers,
+        min-max normalisation. numpy in, numpy out."""
+        if isinstance(cam_per_target_layer[0], torch.Tensor):
+            stacked = torch.cat(list(cam_per_target_layer), dim=1).clamp_min(0)
+        else:
+            stacked = np.maximum(np.concatenate(cam_per_target_layer, axis=1), 0)
+        return scale_cam_image(stacked.mean(axis=1))
+
+    # ================================================================= smoothing
+    def _augmented(
+        self,
+        input_tensor: torch.Tensor,
+        targets: Any,
+        eigen_smooth: bool,
+        keep_graph: bool = False,
+    ) -> torch.Tensor:
+        """Mean of the maps of every augmented view, mapped back to the input's frame."""
+        transforms = self.tta_transforms
+        if transforms is None:
+            transforms = tta.Compose([tta.HorizontalFlip(), tta.Multiply(factors=[0.9, 1, 1.1])])
+        views = list(transforms)
+        batch = input_tensor.shape[0]
+        if self._foreign("forward"):  # as grad-cam does: one forward call per view
+            per_view = [
+                as_tensor(self.forward(v.augment_image(input_tensor), targets, eigen_smooth))
+                for v in views
+            ]
+        else:  # every view in one batch (one view at a time if that runs out of memory)
+            if isinstance(targets, list):
+                targets = broadcast_targets(targets, batch)
+            stacked_targets = targets * len(views) if isinstance(targets, list) else targets
+            oom = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
+            try:
+                stacked = torch.cat([v.augment_image(input_tensor) for v in views])
+                maps = self._forward(stacked, stacked_targets, eigen_smooth, keep_graph)
+                per_view = list(maps.split(batch))
+            except oom:
+                per_view = [
+                    self._forward(v.augment_image(input_tensor), targets, eigen_smooth, keep_graph)
+                    for v in views
+                ]
+        maps = [
+            v.deaugment_mask(m.to(input_tensor.device)[:, None])[:, 0]
+            for v, m in zip(views, per_view)
+        ]
+        return torch.stack(maps).mean(dim=0)
+
+    # ================================================================= grad-cam's numpy stages
     def forward(
         self,
         input_tensor: torch.Tensor,
         targets: Sequence[Target] | None = None,
         eigen_smooth: bool = False,
     ) -> np.ndarray:
-        """One pass without test-time augmentation (same as ``__call__`` with aug_smooth off)."""
-        return self(input_tensor, targets, eigen_smooth=eigen_smooth)
+        """Stages 1-5 without test-time augmentation; float32 maps (B, *spatial)."""
+        with self._call_context():
+            input_tensor = self._checked_input(input_tensor)
+            return as_numpy(self._forward(input_tensor, resolve_targets(targets), eigen_smooth))
 
+    def forward_augmentation_smoothing(
+        self,
+        input_tensor: torch.Tensor,
+        targets: Sequence[Target] | None = None,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
+        """The maps averaged over the test-time augmentations (``aug_smooth=True``)."""
+        with self._call_context():
+            input_tensor = self._checked_input(input_tensor)
+            return as_numpy(self._augmented(input_tensor, resolve_targets(targets), eigen_smooth))
+
+    def compute_cam_per_layer(
+        self, input_tensor: torch.Tensor, targets: list[Target] | None, eigen_smooth: bool
+    ) -> list[np.ndarray]:
+        """Stage 4 on what ``activations_and_grads`` recorded: one float32 (B, 1, *size) map
+        per target layer, ReLU'd, min-max normalised and resized to the input."""
+        return [as_numpy(cam) for cam in self._cam_per_layer(input_tensor, targets, eigen_smooth)]
+
+    def get_target_width_height(self, input_tensor: torch.Tensor) -> tuple[int, ...]:
+        """The size maps are resized to, in OpenCV order: (W, H), or (W, H, D) for volumes."""
+        return tuple(int(s) for s in input_tensor.shape[2:])[::-1]
+
+    # ================================================================= life cycle
     def release(self) -> None:
-        """Remove the hooks from the model (a later call attaches them again)."""
-        if hasattr(self, "activations_and_grads"):
-            self.activations_and_grads.release()
+        """Remove hooks a replacement ``activations_and_grads`` attached (the CAM's own are
+        attached only while the model runs for a call)."""
+        aag = self.__dict__.get("activations_and_grads")
+        if aag is not None and hasattr(aag, "release"):
+            aag.release()
 
     def __enter__(self) -> BaseCAM:
         return self
@@ -214,8 +546,36 @@ class BaseCAM:
     def __del__(self) -> None:
         self.release()
 
-    # ----------------------------------------------------------------- machinery
-    def _check_input(self, input_tensor: torch.Tensor) -> torch.Tensor:
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_lock"] = None
+        state["state"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    # ================================================================= helpers
+    def _foreign(self, name: str) -> bool:
+        """Whether stage ``name`` is overridden outside this package (grad-cam's contract)."""
+        return defined_outside_package(self, name)
+
+    @contextmanager
+    def _call_context(self) -> Iterator[None]:
+        """One call at a time; eval mode with every flag restored; autograd usable."""
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError(
+                f"this {type(self).__name__} object is already computing in another thread; a "
+                "CAM object computes one call at a time: create one CAM object per thread"
+            )
+        try:
+            with eval_mode(self.model), torch.inference_mode(False):
+                yield
+        finally:
+            self._lock.release()
+
+    def _checked_input(self, input_tensor: Any) -> torch.Tensor:
         if not isinstance(input_tensor, torch.Tensor):
             raise TypeError(
                 f"input_tensor must be a torch.Tensor; got {type(input_tensor).__name__}"
@@ -230,198 +590,9 @@ class BaseCAM:
                 "input_tensor must be a batch of shape (B, C, H, W) or (B, C, D, H, W); "
                 f"got shape {tuple(input_tensor.shape)}{hint}"
             )
-        param = next(self.model.parameters(), None)
-        return input_tensor if param is None else input_tensor.to(param.device)
-
-    def _run_model(self, input_tensor: torch.Tensor) -> Any:
-        """Forward pass that records the target layers' outputs."""
-        aag = self.activations_and_grads
-        aag.truncate = self.uses_gradients and not self.compute_input_gradient
-        aag.enabled = True
-        try:
-            if self.compute_input_gradient:
-                input_tensor = input_tensor.detach().requires_grad_()
-                self._input_leaf = input_tensor
-                with torch.enable_grad():
-                    outputs = aag(input_tensor)
-            else:
-                with torch.no_grad():
-                    outputs = aag(input_tensor)
-        finally:
-            aag.enabled = False
-        for i, act in enumerate(aag.activations):
-            if act is None:
-                raise RuntimeError(
-                    f"target_layers[{i}] ({type(self.target_layers[i]).__name__}) was not "
-                    "called during the model's forward pass; pick a layer the model runs"
-                )
-        tensors, rebuild = flatten_tensors(outputs)
-        self.outputs = rebuild([t.detach() for t in tensors])  # keep no autograd graph alive
-        return outputs
-
-    def _default_targets(self, outputs: Any, batch: int) -> list[Target] | None:
-        try:
-            logits = _logits(outputs)
-        except TypeError:
-            logits = None
-        if logits is None or logits.ndim != 2 or logits.shape[0] != batch:
-            if not self.uses_gradients:
-                return None
-            raise TypeError(
-                "targets=None explains each image's top class, which needs a model output of "
-                f"shape (B, num_classes); the model returned {_describe(outputs)}. Pass "
-                "targets=[...] whose targets read this output"
-            )
-        return [ClassifierOutputTarget(int(c)) for c in logits.argmax(dim=-1).tolist()]
-
-    def _target_scores(self, outputs: Any, targets: list[Target], batch: int) -> torch.Tensor:
-        """Per-image target scores (B,), differentiable."""
-        if len(targets) == 1 and batch > 1:
-            targets = list(targets) * batch
-        logits = outputs if isinstance(outputs, torch.Tensor) else None
-        if (
-            logits is not None
-            and logits.ndim == 2
-            and all(type(t) is ClassifierOutputTarget for t in targets)
-        ):
-            categories = [t.category for t in targets]
-            bad = [i for i, c in enumerate(categories) if not 0 <= c < logits.shape[1]]
-            if bad:
-                targets[bad[0]](logits[bad[0]])  # raises its out-of-range error
-            index = torch.tensor(categories, device=logits.device)
-            return logits.gather(1, index[:, None])[:, 0]
-        scores = []
-        for i, target in enumerate(targets):
-            try:
-                score = target(_select_image(outputs, i, batch))
-            except (TypeError, KeyError, AttributeError) as error:
-                raise TypeError(
-                    f"targets[{i}] ({target!r}) could not read the model output "
-                    f"({_describe(outputs)}): {error}"
-                ) from error
-            scores.append(torch.as_tensor(score).sum())
-        return torch.stack(scores)
-
-    def _raw_gradients(
-        self, scores: torch.Tensor, tensors: list[torch.Tensor]
-    ) -> Sequence[torch.Tensor | None]:
-        """Gradients of the summed scores w.r.t. ``tensors`` (the target layers' outputs).
-
-        With ``compute_input_gradient`` the input's gradient is also computed and kept in
-        ``self.input_gradient``. Methods needing more (second derivatives) override this.
-        """
-        leaf = getattr(self, "_input_leaf", None) if self.compute_input_gradient else None
-        inputs = tensors + ([leaf] if leaf is not None and leaf.requires_grad else [])
-        grads = torch.autograd.grad(scores.sum(), inputs, allow_unused=True)
-        if len(inputs) > len(tensors):
-            self.input_gradient = torch.zeros_like(leaf) if grads[-1] is None else grads[-1]
-        return grads[: len(tensors)]
-
-    def _gradients(self, scores: torch.Tensor) -> list[Any]:
-        aag = self.activations_and_grads
-        tensors = [t for outs in aag.layer_outputs for t in outs if t.requires_grad]
-        if not scores.requires_grad or not tensors:
-            raise RuntimeError(
-                "the target scores do not depend on the target layers' outputs, so there is no "
-                "gradient to use; check the targets and that target_layers feed the output"
-            )
-        grads = iter(self._raw_gradients(scores, tensors))
-        result = []
-        for i, outs in enumerate(aag.layer_outputs):
-            layer_grads = [next(grads) if t.requires_grad else None for t in outs]
-            if all(g is None for g in layer_grads):
-                raise RuntimeError(
-                    f"the gradient of the targets never reaches target_layers[{i}] "
-                    f"({type(self.target_layers[i]).__name__}): the output does not depend on "
-                    "this layer (unused, detached or frozen branch); choose another layer"
-                )
-            layer_grads = [
-                torch.zeros_like(t) if g is None else g for t, g in zip(outs, layer_grads)
-            ]
-            if not any(bool(g.any()) for g in layer_grads):
-                warnings.warn(
-                    f"the gradient at target_layers[{i}] ({type(self.target_layers[i]).__name__}) "
-                    "is zero everywhere, so its map is empty; pick a layer the target depends on "
-                    "(for ViT: a layer before the last block's attention, e.g. blocks[-1].norm1)",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-            with torch.no_grad():
-                result.append(aag.apply_reshape(aag.rebuild(i, layer_grads)))
-        aag.gradients = result
-        return result
-
-    def _cam(
-        self,
-        input_tensor: torch.Tensor,
-        targets: Sequence[Target] | None,
-        eigen_smooth: bool,
-    ) -> torch.Tensor:
-        """Maps (B, *spatial) as a torch tensor on the model's device."""
-        batch = input_tensor.shape[0]
-        outputs = self._run_model(input_tensor)
-        try:
-            if targets is None:
-                targets = self._default_targets(outputs, batch)
-            grads: list[Any] = [None] * len(self.target_layers)
-            if self.uses_gradients:
-                with torch.enable_grad():
-                    grads = self._gradients(self._target_scores(outputs, targets, batch))
-            if targets is not None and len(targets) == 1 and batch > 1:
-                targets = list(targets) * batch
-            target_size = tuple(input_tensor.shape[2:])[::-1]
-            cams = []
-            for i, layer in enumerate(self.target_layers):
-                activations = _as_spatial(
-                    self.activations_and_grads.activations[i], input_tensor, i
-                )
-                layer_grads = None if grads[i] is None else _as_spatial(grads[i], input_tensor, i)
-                with torch.no_grad():
-                    cam = self.get_cam_image(
-                        input_tensor, layer, targets, activations, layer_grads, eigen_smooth
-                    )
-                    cam = torch.as_tensor(cam, device=activations.device).float().clamp_min(0)
-                    cams.append(self.scale_layer_cam(cam, target_size))
-        finally:  # drop the autograd graph
-            self.activations_and_grads.layer_outputs = [None] * len(self.target_layers)
-        return self.aggregate_multi_layers(cams)
-
-    def scale_layer_cam(self, cam: torch.Tensor, target_size: tuple[int, ...]) -> torch.Tensor:
-        """Post-process one layer's ReLU'd map (B, *spatial): min-max normalise, resize."""
-        return scale_cam_image(cam, target_size)
-
-    def aggregate_multi_layers(self, cams: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Combine per-layer maps: ReLU, mean over layers, min-max normalise."""
-        stacked = torch.stack(list(cams), dim=1).clamp_min(0)
-        return scale_cam_image(stacked.mean(dim=1))
-
-    def _augmented_cam(
-        self,
-        input_tensor: torch.Tensor,
-        targets: Sequence[Target] | None,
-        eigen_smooth: bool,
-    ) -> torch.Tensor:
-        """Average of the maps of every augmented view, mapped back to the input's frame."""
-        transforms = self.tta_transforms
-        if transforms is None:
-            transforms = tta.Compose([tta.HorizontalFlip(), tta.Multiply(factors=[0.9, 1, 1.1])])
-        views = list(transforms)
-        batch = input_tensor.shape[0]
-        if targets is not None and len(targets) == 1:
-            targets = list(targets) * batch
-        oom = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
-        try:
-            stacked = torch.cat([view.augment_image(input_tensor) for view in views])
-            cams = self._cam(
-                stacked, None if targets is None else list(targets) * len(views), eigen_smooth
-            )
-            per_view = cams.split(batch)
-        except oom:
-            per_view = [
-                self._cam(view.augment_image(input_tensor), targets, eigen_smooth) for view in views
-            ]
-        maps = [view.deaugment_mask(cam[:, None])[:, 0] for view, cam in zip(views, per_view)]
-        return torch.stack(maps).mean(dim=0)
+        if input_tensor.is_inference():
+            input_tensor = input_tensor.clone()
+        return input_tensor.to(model_device(self.model))
 
 
 # --------------------------------------------------------------------- helpers
@@ -450,90 +621,17 @@ def _check_target_layers(model: nn.Module, target_layers: Any) -> list[nn.Module
     return layers
 
 
-def _resolve_targets(targets: Any, target_category: Any) -> list[Target] | None:
-    """Normalise ``targets`` (and the deprecated ``target_category``) to a list or None."""
-    if target_category is not _MISSING:
-        warnings.warn(
-            "target_category= is deprecated; use targets=[ClassifierOutputTarget(k)]",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        if targets is not None:
-            raise ValueError("pass either targets or target_category, not both")
-        targets = target_category
-    if targets is None:
-        return None
-    if isinstance(targets, (int, np.integer)) or (
-        isinstance(targets, (list, tuple, np.ndarray))
-        and len(targets) > 0
-        and all(isinstance(t, (int, np.integer)) for t in targets)
-    ):
-        categories = [targets] if isinstance(targets, (int, np.integer)) else list(targets)
-        return [ClassifierOutputTarget(int(c)) for c in categories]
-    if callable(targets):
-        return [targets]
-    targets = list(targets)
-    if not targets:
-        raise ValueError("targets is empty; pass None for the top class, or one target per image")
-    for i, target in enumerate(targets):
-        if not callable(target):
-            raise TypeError(
-                f"targets[{i}] must be a callable target such as ClassifierOutputTarget(k); "
-                f"got {type(target).__name__}"
-            )
-    return targets
-
-
-def _select_image(outputs: Any, index: int, batch: int) -> Any:
-    """One image's part of a (possibly structured) batched model output."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs[index] if outputs.ndim > 0 and outputs.shape[0] == batch else outputs
-    if (
-        isinstance(outputs, (list, tuple))
-        and len(outputs) == batch
-        and all(isinstance(o, Mapping) for o in outputs)
-    ):
-        return outputs[index]  # detection-style list of per-image dicts
-    tensors, rebuild = flatten_tensors(outputs)
-    logits = getattr(outputs, "logits", None)
-    if not tensors and isinstance(logits, torch.Tensor):  # e.g. a dataclass with .logits
-        one = copy.copy(outputs)
-        object.__setattr__(one, "logits", _select_image(logits, index, batch))
-        return one
-    if not tensors:
-        return outputs
-    try:
-        return rebuild([_select_image(t, index, batch) for t in tensors])
-    except TypeError:
-        return {k: _select_image(v, index, batch) for k, v in dict(outputs).items()}
-
-
-def _describe(outputs: Any) -> str:
-    if isinstance(outputs, torch.Tensor):
-        return f"a tensor of shape {tuple(outputs.shape)}"
-    return f"a {type(outputs).__name__}"
-
-
-def _as_spatial(value: Any, input_tensor: torch.Tensor, index: int) -> torch.Tensor:
-    """Check a (reshaped) activation/gradient is (B, C, *spatial) like the input; as float32."""
+def _as_spatial(value: Any, input_tensor: torch.Tensor, index: int, what: str) -> torch.Tensor:
+    """A recorded (reshaped) activation/gradient as float32 (B, C, *spatial) on the input's
+    device; an error if it does not have the input's number of spatial dimensions."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
     if not isinstance(value, torch.Tensor) or value.ndim != input_tensor.ndim:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ValueError(
-            f"target_layers[{index}] gives {shape}, which is not (B, C, *spatial) with "
-            f"{input_tensor.ndim - 2} spatial dims like the input; token layouts (ViT, Swin) "
-            "need a reshape_transform, e.g. pytorch_grad_cam.utils.reshape_transforms."
-            "vit_reshape_transform"
+            f"target_layers[{index}] gives {what} of shape {shape}, which is not "
+            f"(B, C, *spatial) with {input_tensor.ndim - 2} spatial dims like the input; token "
+            "layouts (ViT, Swin) need a reshape_transform, e.g. "
+            "pytorch_grad_cam.utils.reshape_transforms.vit_reshape_transform"
         )
-    return value.float()
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run in eval mode, then restore every submodule's train/eval flag."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
+    return value.to(input_tensor.device).float()

@@ -9,14 +9,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from pytorch_grad_cam._composition import ComposedCAM
+from pytorch_grad_cam._outputs import logits_of
+from pytorch_grad_cam._targets import TargetsFromOutputs
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget, _logits
+from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
+
+DEFAULT_COMPARISON_CATEGORIES = (1, 2, 3)
 
 
-class FinerCAM:
+class FinerCAM(ComposedCAM):
     """Finer-CAM (Zhang et al., CVPR 2025, "Finer-CAM: Spotting the Difference Reveals Finer
-    Details for Visual Explanation").
+    Details for Visual Explanation", arXiv:2501.11309).
 
     Explains y_target - alpha * mean(y_similar) with ``base_method`` (Grad-CAM by default):
     subtracting the classes the model finds most similar keeps what tells the target apart.
@@ -30,29 +35,35 @@ class FinerCAM:
         model, target_layers, reshape_transform: as in BaseCAM.
         base_method: the BaseCAM subclass that computes the maps.
         **kwargs: other options of ``base_method``.
+
+    Example:
+        >>> import torch
+        >>> from pytorch_grad_cam import FinerCAM
+        >>> from pytorch_grad_cam.demo import load_demo_model
+        >>> model = load_demo_model()
+        >>> maps = FinerCAM(model, [model.target_layer])(torch.rand(1, 3, 64, 64),
+        ...                                             comparison_categories=[1])
+        >>> maps.shape
+        (1, 64, 64)
     """
 
     def __init__(
         self,
         model: nn.Module,
         target_layers: nn.Module | Sequence[nn.Module] | None = None,
-        reshape_transform: Callable[[Any], torch.Tensor] | None = None,
+        reshape_transform: Callable[[Any], Any] | None = None,
         base_method: type[BaseCAM] = GradCAM,
         **kwargs: Any,
     ) -> None:
-        if not (isinstance(base_method, type) and issubclass(base_method, BaseCAM)):
-            raise TypeError(f"base_method must be a BaseCAM subclass; got {base_method!r}")
-        self.base_cam = base_method(model, target_layers, reshape_transform, **kwargs)
-        self._similar_classes = _SimilarClassTargets()
-        self.base_cam._default_targets = self._similar_classes  # what targets=None explains
+        super().__init__(model, target_layers, reshape_transform, base_method, **kwargs)
 
-    def __call__(
+    def forward(
         self,
         input_tensor: torch.Tensor,
         targets: Sequence[Callable] | None = None,
         eigen_smooth: bool = False,
         alpha: float = 1.0,
-        comparison_categories: Sequence[int] = (1, 2, 3),
+        comparison_categories: Sequence[int] | None = None,
         target_idx: int | None = None,
         aug_smooth: bool = False,
     ) -> np.ndarray:
@@ -64,70 +75,58 @@ class FinerCAM:
                 then unused.
             eigen_smooth: passed to the base method.
             alpha: weight of the similar classes' mean logit.
-            comparison_categories: ranks (>= 1) of the similar classes by closeness of logit.
+            comparison_categories: ranks (>= 1) of the similar classes by closeness of logit
+                (default ``DEFAULT_COMPARISON_CATEGORIES``).
             target_idx: the class to explain; None = each image's top class.
             aug_smooth: passed to the base method.
         """
         if targets is None:
+            if comparison_categories is None:
+                comparison_categories = DEFAULT_COMPARISON_CATEGORIES
             ranks = [int(r) for r in comparison_categories]
             if not ranks or min(ranks) < 1:
                 raise ValueError(
                     "comparison_categories must be non-empty ranks >= 1 (1 = the class whose "
                     f"logit is closest to the target's); got {list(comparison_categories)}"
                 )
-            self._similar_classes.options = (target_idx, ranks, float(alpha))
+            targets = TargetsFromOutputs(
+                lambda outputs, batch: similar_class_targets(
+                    outputs, batch, target_idx, ranks, float(alpha)
+                )
+            )
         return self.base_cam(
             input_tensor, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth
         )
 
-    forward = __call__
-
-    def release(self) -> None:
-        """Remove the base method's hooks from the model."""
-        self.base_cam.release()
-
-    def __enter__(self) -> FinerCAM:
-        return self
-
-    def __exit__(self, exc_type: Any, exc_value: Any, exc_tb: Any) -> None:
-        self.release()
-
-    def __getattr__(self, name: str) -> Any:  # model, outputs, target_layers, ... of the base
-        if name == "base_cam":
-            raise AttributeError(name)
-        return getattr(self.base_cam, name)
+    __call__ = forward
 
 
-class _SimilarClassTargets:
-    """The base method's targets for ``targets=None``: a FinerWeightedTarget per image, with
-    the classes picked from the model's output on the unperturbed batch."""
-
-    def __init__(self) -> None:
-        self.options: tuple[int | None, list[int], float] = (None, [1, 2, 3], 1.0)
-
-    def __call__(self, outputs: Any, batch: int) -> list[FinerWeightedTarget]:
-        target_idx, ranks, alpha = self.options
-        logits = _logits(outputs).detach()
-        if logits.ndim != 2 or logits.shape[0] != batch:
-            raise ValueError(
-                f"FinerCAM expects (B, num_classes) logits; the model returned a tensor of shape "
-                f"{tuple(logits.shape)} for {batch} images"
-            )
-        classes = logits.shape[1]
-        if target_idx is not None and not 0 <= target_idx < classes:
-            raise IndexError(f"target_idx {target_idx} is out of range for {classes} classes")
-        if max(ranks) >= classes:
-            raise IndexError(
-                f"comparison_categories {ranks} has a rank >= the number of classes ({classes})"
-            )
-        if target_idx is None:
-            main = logits.argmax(dim=1, keepdim=True)
-        else:
-            main = torch.full((batch, 1), int(target_idx), device=logits.device)
-        distance = (logits - logits.gather(1, main)).abs()
-        distance.scatter_(1, main, -1.0)  # the target itself is rank 0, even if another logit ties
-        order = distance.argsort(dim=1, stable=True)[:, ranks]
-        return [
-            FinerWeightedTarget(m, similar, alpha)
-            for m, similar in zip(main[:, 0].tolist(), order.tolist())
-        ]
+def similar_class_targets(
+    outputs: Any, batch: int, target_idx: int | None, ranks: list[int], alpha: float
+) -> list[FinerWeightedTarget]:
+    """A FinerWeightedTarget per image: its top class (or ``target_idx``) against the classes
+    whose logits are at closeness ``ranks`` to it."""
+    logits = logits_of(outputs).detach()
+    if logits.ndim != 2 or logits.shape[0] != batch:
+        raise ValueError(
+            f"FinerCAM expects (B, num_classes) logits; the model returned a tensor of shape "
+            f"{tuple(logits.shape)} for {batch} images"
+        )
+    classes = logits.shape[1]
+    if target_idx is not None and not 0 <= target_idx < classes:
+        raise IndexError(f"target_idx {target_idx} is out of range for {classes} classes")
+    if max(ranks) >= classes:
+        raise IndexError(
+            f"comparison_categories {ranks} has a rank >= the number of classes ({classes})"
+        )
+    if target_idx is None:
+        main = logits.argmax(dim=1, keepdim=True)
+    else:
+        main = torch.full((batch, 1), int(target_idx), device=logits.device)
+    distance = (logits - logits.gather(1, main)).abs()
+    distance.scatter_(1, main, -1.0)  # the target itself is rank 0, even if another logit ties
+    order = distance.argsort(dim=1, stable=True)[:, ranks]
+    return [
+        FinerWeightedTarget(m, similar, alpha)
+        for m, similar in zip(main[:, 0].tolist(), order.tolist())
+    ]

@@ -2,6 +2,7 @@
 
 import torch
 
+from pytorch_grad_cam._arrays import numpy_compatible
 from pytorch_grad_cam.base_cam import BaseCAM
 
 
@@ -11,6 +12,7 @@ class GradCAM(BaseCAM):
     w_k = mean over positions of dy/dA_k;  map = ReLU(sum_k w_k A_k).
     """
 
+    @numpy_compatible
     def get_cam_weights(
         self, input_tensor, target_layer, targets, activations, grads
     ) -> torch.Tensor:

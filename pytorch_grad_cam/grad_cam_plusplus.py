@@ -2,6 +2,7 @@
 
 import torch
 
+from pytorch_grad_cam._arrays import numpy_compatible
 from pytorch_grad_cam.base_cam import BaseCAM
 
 
@@ -13,6 +14,7 @@ class GradCAMPlusPlus(BaseCAM):
     w_k = sum over positions of alpha * ReLU(g);  map = ReLU(sum_k w_k A_k).
     """
 
+    @numpy_compatible
     def get_cam_weights(
         self, input_tensor, target_layer, targets, activations, grads
     ) -> torch.Tensor:

@@ -23,8 +23,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 
-class _GuidedReLU(torch.autograd.Function):
-    """``relu(x)`` whose backward keeps positive gradients where ``x > 0``."""
+class GuidedBackpropReLU(torch.autograd.Function):
+    """``relu(x)`` whose backward keeps positive gradients where ``x > 0``.
+
+    Use ``GuidedBackpropReLU.apply(x)``, or the ``GuidedBackpropReLUasModule`` layer.
+    """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
@@ -51,6 +54,13 @@ class _GuidedReLUInplace(torch.autograd.Function):
         return grad.clamp(min=0) * ctx.mask
 
 
+class GuidedBackpropReLUasModule(nn.Module):
+    """A ReLU layer with the guided backward rule (``GuidedBackpropReLU``)."""
+
+    def forward(self, input_img: torch.Tensor) -> torch.Tensor:
+        return GuidedBackpropReLU.apply(input_img)
+
+
 _RELU = {F.relu, torch.relu, torch.Tensor.relu}
 _RELU_INPLACE = {torch.relu_, torch.Tensor.relu_}
 
@@ -69,7 +79,7 @@ class _GuidedReLUMode(TorchFunctionMode):
                 # A leaf (the input image itself) cannot be changed in place under autograd,
                 # and it shares memory with the caller's tensor: use the out-of-place form.
                 inplace = inplace and not x.is_leaf
-                return (_GuidedReLUInplace if inplace else _GuidedReLU).apply(x)
+                return (_GuidedReLUInplace if inplace else GuidedBackpropReLU).apply(x)
         return func(*args, **kwargs)
 
 
@@ -105,6 +115,23 @@ class GuidedBackpropReLUModel:
     def forward(self, input_img: torch.Tensor) -> torch.Tensor:
         """Runs the model as is (no guided rule)."""
         return self.model(input_img)
+
+    def recursive_replace_relu_with_guidedrelu(self, module_top: nn.Module) -> None:
+        """Replace every ``nn.ReLU`` under ``module_top`` by ``GuidedBackpropReLUasModule``
+        (in place; grad-cam's way. ``__call__`` does not need it: it leaves the model as is)."""
+        for name, child in module_top._modules.items():
+            if isinstance(child, nn.ReLU):
+                module_top._modules[name] = GuidedBackpropReLUasModule()
+            elif child is not None:
+                self.recursive_replace_relu_with_guidedrelu(child)
+
+    def recursive_replace_guidedrelu_with_relu(self, module_top: nn.Module) -> None:
+        """Undo ``recursive_replace_relu_with_guidedrelu``: put ``nn.ReLU`` layers back."""
+        for name, child in module_top._modules.items():
+            if isinstance(child, GuidedBackpropReLUasModule):
+                module_top._modules[name] = nn.ReLU()
+            elif child is not None:
+                self.recursive_replace_guidedrelu_with_relu(child)
 
     def __call__(
         self, input_img: torch.Tensor, target_category: int | Sequence[int] | None = None

@@ -2,6 +2,7 @@
 
 import torch
 
+from pytorch_grad_cam._arrays import numpy_compatible
 from pytorch_grad_cam.base_cam import BaseCAM
 
 
@@ -11,6 +12,7 @@ class HiResCAM(BaseCAM):
     map = ReLU(sum_k dy/dA_k * A_k), element-wise, without averaging the gradients.
     """
 
+    @numpy_compatible
     def get_weighted_activations(
         self, input_tensor, target_layer, targets, activations, grads
     ) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 import torch
 
+from pytorch_grad_cam._arrays import numpy_compatible
 from pytorch_grad_cam.base_cam import BaseCAM
 
 
@@ -10,6 +11,7 @@ class RandomCAM(BaseCAM):
 
     uses_gradients = False
 
+    @numpy_compatible
     def get_cam_weights(
         self, input_tensor, target_layer, targets, activations, grads
     ) -> torch.Tensor:

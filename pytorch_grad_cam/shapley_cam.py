@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
+from torch import nn
 
 from pytorch_grad_cam.base_cam import BaseCAM
 
@@ -20,17 +21,41 @@ class ShapleyCAM(BaseCAM):
     w_k = mean over positions of (g - 1/2 H A)_k;  map = ReLU(sum_k w_k A_k).
 
     For ReLU networks with a logit target H A is zero and this is Grad-CAM; the paper pairs it
-    with ``ClassifierOutputReST`` (logit minus cross-entropy), which is curved. The ``grads``
-    this method hands to ``get_cam_weights`` (and keeps in ``activations_and_grads.gradients``)
-    are the corrected ``g - 1/2 H A``.
+    with ``ClassifierOutputReST`` (logit minus cross-entropy), which is curved. The gradients
+    this method hands to ``get_cam_weights`` (and ``activations_and_grads.gradients``) are the
+    corrected ``g - 1/2 H A``. As in grad-cam, ``detach`` is False: an override receives torch
+    tensors.
+
+    Example:
+        >>> import torch
+        >>> from pytorch_grad_cam import ShapleyCAM
+        >>> from pytorch_grad_cam.demo import load_demo_model
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputReST
+        >>> model = load_demo_model()
+        >>> cam = ShapleyCAM(model, [model.target_layer])
+        >>> cam(torch.rand(1, 3, 64, 64), targets=[ClassifierOutputReST(0)]).shape
+        (1, 64, 64)
     """
 
-    def _run_model(self, input_tensor: torch.Tensor) -> Any:
-        # Fused attention kernels have no double backward: use the plain math one.
-        with _math_attention():
-            return super()._run_model(input_tensor)
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: nn.Module | Sequence[nn.Module] | None = None,
+        reshape_transform: Callable[[Any], torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("detach", False)
+        super().__init__(model, target_layers, reshape_transform, **kwargs)
 
-    def _raw_gradients(
+    def forward_context(self) -> AbstractContextManager:
+        # Fused attention kernels have no double backward: use the plain math one.
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+        except ImportError:  # older torch: nothing to switch
+            return nullcontext()
+        return sdpa_kernel(SDPBackend.MATH)
+
+    def layer_gradients(
         self, scores: torch.Tensor, tensors: list[torch.Tensor]
     ) -> Sequence[torch.Tensor | None]:
         grads = torch.autograd.grad(scores.sum(), tensors, allow_unused=True, create_graph=True)
@@ -50,16 +75,3 @@ class ShapleyCAM(BaseCAM):
         self, input_tensor, target_layer, targets, activations, grads
     ) -> torch.Tensor:
         return grads.mean(dim=tuple(range(2, grads.ndim)))
-
-
-@contextmanager
-def _math_attention() -> Iterator[None]:
-    """Force ``scaled_dot_product_attention`` onto its twice-differentiable math backend."""
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # older torch: nothing to switch
-        context = nullcontext()
-    else:
-        context = sdpa_kernel(SDPBackend.MATH)
-    with context:
-        yield

@@ -2,6 +2,7 @@
 
 import torch
 
+from pytorch_grad_cam._arrays import numpy_compatible
 from pytorch_grad_cam.base_cam import BaseCAM
 
 
@@ -11,6 +12,7 @@ class XGradCAM(BaseCAM):
     w_k = sum over positions of (dy/dA_k * A_k) / (sum over positions of A_k + 1e-7).
     """
 
+    @numpy_compatible
     def get_cam_weights(
         self, input_tensor, target_layer, targets, activations, grads
     ) -> torch.Tensor:

@@ -9,7 +9,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pytorch_grad_cam import FullGrad
-from pytorch_grad_cam.fullgrad_cam import _bias
 
 
 class Net(nn.Module):
@@ -55,6 +54,10 @@ def test_target_layers_are_ignored_with_a_warning(model):
     with pytest.warns(UserWarning, match="ignored"):
         cam = FullGrad(model, [model.conv2])
     assert model.conv2 not in cam.target_layers
+
+
+def _bias(layer):
+    return FullGrad.get_bias_data(None, layer)
 
 
 def test_batch_norm_effective_bias(model):
@@ -153,10 +156,13 @@ def test_layers_not_run_or_not_reached_add_nothing(model):
     assert two.aux in cam.target_layers and two.seg in cam.target_layers
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no zero-gradient warning for the second head
-        for _ in range(2):  # the skipped layer is dropped once, then the call is plain
+        for _ in range(2):  # decided per call: the skipped layer stays a target layer
             maps = cam(x, targets=[1])
             assert np.allclose(maps, FullGrad(model)(x, targets=[1]), atol=1e-6)
-    assert cam.target_layers == [two.conv1, two.bn, two.seg]
+    assert cam.target_layers == [two.conv1, two.bn, two.aux, two.seg]
+    two.train()
+    trained = cam(x, targets=[1])  # now aux runs (and the CAM still runs in eval mode)
+    assert np.allclose(trained, maps, atol=1e-6)
     assert not two.aux._forward_hooks
     cam.release()
     assert all(not m._forward_hooks for m in two.modules())

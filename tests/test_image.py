@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from pytorch_grad_cam.utils.image import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     deprocess_image,
     preprocess_image,
     scale_cam_image,
@@ -55,6 +57,16 @@ def test_scale_cam_image_matches_cv2_oracle(rng, shape, target_size):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_scale_cam_image_on_one_2d_map_equals_a_batch_of_one(rng):
+    cam = rng.normal(size=(7, 5)).astype(np.float32)
+    got = scale_cam_image(cam, (20, 13))  # (W, H)
+    assert got.shape == (13, 20)
+    np.testing.assert_allclose(got, _scale_oracle(cam[None], (20, 13))[0], atol=1e-5)
+    torch.testing.assert_close(
+        scale_cam_image(torch.from_numpy(cam)), torch.from_numpy(scale_cam_image(cam))
+    )
+
+
 def test_scale_cam_image_torch_in_torch_out(rng):
     cams = rng.random((2, 4, 6)).astype(np.float32)
     got_np = scale_cam_image(cams, (12, 8))
@@ -79,11 +91,17 @@ def test_scale_cam_image_3d_volume(rng):
 # ---------------------------------------------------------------- preprocess / deprocess
 
 
-def test_preprocess_image_normalises_each_channel(rng):
+def test_preprocess_image_defaults_are_grad_cams_half_mean_and_std(rng):
     img = rng.random((5, 7, 3)).astype(np.float32)
     tensor = preprocess_image(img)
     assert tensor.shape == (1, 3, 5, 7)
     assert tensor.dtype == torch.float32
+    np.testing.assert_allclose(tensor[0].numpy(), img.transpose(2, 0, 1) * 2 - 1, atol=1e-6)
+
+
+def test_preprocess_image_normalises_each_channel(rng):
+    img = rng.random((5, 7, 3)).astype(np.float32)
+    tensor = preprocess_image(img, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     for c in range(3):
         expected = (img[:, :, c] - MEAN[c]) / STD[c]
         np.testing.assert_allclose(tensor[0, c].numpy(), expected, rtol=1e-6, atol=1e-6)

@@ -7,16 +7,14 @@ import pytest
 import torch
 from torch import nn
 
+from pytorch_grad_cam._targets import target_scores
 from pytorch_grad_cam.metrics.cam_mult_image import (
     CamMultImageConfidenceChange,
     DropInConfidence,
     IncreaseInConfidence,
     multiply_tensor_with_cam,
 )
-from pytorch_grad_cam.metrics.perturbation_confidence import (
-    PerturbationConfidenceMetric,
-    _scores_of,
-)
+from pytorch_grad_cam.metrics.perturbation_confidence import PerturbationConfidenceMetric
 from pytorch_grad_cam.utils.model_targets import (
     ClassifierOutputSoftmaxTarget,
     ClassifierOutputTarget,
@@ -121,11 +119,11 @@ def test_structured_outputs_and_custom_targets():
 def test_batched_target_scores_equal_per_image_scores():
     logits = torch.randn(5, 4)
     targets = [ClassifierOutputSoftmaxTarget(k) for k in (3, 0, 3, 1, 2)]
-    batched = _scores_of(logits, targets)
-    per_image = _scores_of(logits, [lambda out, t=t: t(out) for t in targets])
+    batched = target_scores(logits, targets)
+    per_image = target_scores(logits, [lambda out, t=t: t(out) for t in targets])
     torch.testing.assert_close(batched, per_image)
     with pytest.raises(IndexError, match="out of range"):
-        _scores_of(logits, [ClassifierOutputTarget(4)] * 5)
+        target_scores(logits, [ClassifierOutputTarget(4)] * 5)
 
 
 def test_batch_size_splits_the_forward_passes(case):

@@ -13,7 +13,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from pytorch_grad_cam import ScoreCAM
-from pytorch_grad_cam.score_cam import fold_batchnorm
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 # ----------------------------------------------------------------------------- numpy oracle
@@ -214,35 +213,19 @@ def with_batchnorm_statistics(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_fold_batchnorm_matches_the_model_and_leaves_it_untouched(memory_format):
+@pytest.mark.parametrize("fast", [True, False])
+def test_fast_scoring_feeds_channels_last_batches_and_leaves_the_model_alone(fast):
     model = with_batchnorm_statistics(conv_net(batchnorm=True))
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    folded = fold_batchnorm(model, memory_format)
-    assert folded is not None
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
-    assert folded.folded_conv_0.weight.is_contiguous(memory_format=memory_format)
-    assert folded.conv2 is model.conv2  # not followed by a BatchNorm: shared, not copied
-    x = torch.rand(3, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
-    assert model.conv1.weight.is_contiguous()
-    assert isinstance(model.bn, nn.BatchNorm2d)
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, state[key])
-
-
-def test_fold_batchnorm_declines_untraceable_or_bn_free_models():
-    class Untraceable(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = conv_net(batchnorm=True)
-
-        def forward(self, x):
-            return self.net(x) if x.sum() > 0 else -self.net(x)  # data-dependent branch
-
-    assert fold_batchnorm(Untraceable()) is None
-    assert fold_batchnorm(conv_net()) is None  # no BatchNorm to fold
+    layouts = []
+    model.conv1.register_forward_pre_hook(
+        lambda module, args: layouts.append(
+            args[0].is_contiguous(memory_format=torch.channels_last) and args[0].shape[0] > 2
+        )
+    )
+    ScoreCAM(model, [model.conv2], progress=False, fast_scoring=fast)(torch.rand(2, 3, 8, 8))
+    masked_batches = layouts[-2:]  # 2 images x 8 channels in batches of 16: one batch
+    assert masked_batches[-1] == fast
+    assert all(p.is_contiguous() for p in model.parameters())
 
 
 def test_fast_scoring_gives_the_plain_model_maps():

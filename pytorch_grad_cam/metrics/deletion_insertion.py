@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from pytorch_grad_cam.base_cam import _eval_mode
-from pytorch_grad_cam.metrics.perturbation_confidence import _scores_of, prepare_inputs
+from pytorch_grad_cam._model_state import eval_mode
+from pytorch_grad_cam._targets import target_scores
+from pytorch_grad_cam.metrics.perturbation_confidence import prepare_inputs
 
 Baseline = str | float | torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
@@ -73,7 +74,7 @@ class DeletionCurve:
         batch, _, height, width = images.shape
         pixels, steps = height * width, self.n_steps + 1
         device = images.device
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             changed = self._baseline(images)
             start, end = (changed, images) if self.insertion else (images, changed)
             order = cam_t.flatten(1).argsort(dim=1, descending=True, stable=True)
@@ -91,7 +92,7 @@ class DeletionCurve:
                 mask = (rank[image] < counts[step][:, None]).reshape(-1, 1, height, width)
                 perturbed = torch.where(mask, end[image], start[image])
                 chunk_targets = [targets[i] for i in image.tolist()]
-                scores.append(_scores_of(model(perturbed), chunk_targets).float())
+                scores.append(target_scores(model(perturbed), chunk_targets).float())
         return torch.cat(scores).reshape(batch, steps).cpu().numpy()
 
     def _baseline(self, images: torch.Tensor) -> torch.Tensor:

@@ -14,18 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from pytorch_grad_cam.base_cam import _MISSING, _eval_mode, _resolve_targets, _select_image
-from pytorch_grad_cam.utils.model_targets import (
-    ClassifierOutputReST,
-    ClassifierOutputSoftmaxTarget,
-    ClassifierOutputTarget,
-)
+from pytorch_grad_cam._model_state import eval_mode, model_device
+from pytorch_grad_cam._targets import broadcast_targets, resolve_targets
+from pytorch_grad_cam._targets import target_scores as scores_of_batch
 
 Perturbation = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Imputer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-# Targets that also score every row of a (B, N) output at once.
-_ROW_TARGETS = (ClassifierOutputTarget, ClassifierOutputSoftmaxTarget, ClassifierOutputReST)
 
 
 class PerturbationConfidenceMetric:
@@ -64,7 +58,7 @@ class PerturbationConfidenceMetric:
             float32 (B,) scores, and the perturbed (B, C, H, W) images if asked.
         """
         images, cam_t, targets = prepare_inputs(input_tensor, cams, targets, model)
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             perturbed = self.perturbation(images, cam_t)
             scores = target_scores(model, perturbed, targets, self.batch_size)
             if return_diff:
@@ -175,7 +169,7 @@ def score_changes(
     batch_size = metrics[0].batch_size
     perturbations = [m.perturbation for m in metrics]
     imputer = getattr(perturbations[0], "imputer", None)
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         base = target_scores(model, images, targets, batch_size)
         if all(
             isinstance(p, RemoveMostRelevantFirst) and p.imputer is imputer for p in perturbations
@@ -224,8 +218,7 @@ def prepare_inputs(
     if not isinstance(input_tensor, torch.Tensor) or input_tensor.ndim != 4:
         shape = getattr(input_tensor, "shape", type(input_tensor).__name__)
         raise ValueError(f"input_tensor must be a (B, C, H, W) tensor; got {shape}")
-    param = next(model.parameters(), None)
-    device = input_tensor.device if param is None else param.device
+    device = model_device(model)
     cam_t = torch.as_tensor(
         cams.detach() if isinstance(cams, torch.Tensor) else np.asarray(cams), device=device
     ).float()
@@ -239,15 +232,7 @@ def prepare_inputs(
         raise ValueError(
             "targets is required: one target per image, e.g. [ClassifierOutputSoftmaxTarget(k)]"
         )
-    targets = _resolve_targets(targets, _MISSING)
-    batch = input_tensor.shape[0]
-    if len(targets) == 1:
-        targets = targets * batch
-    if len(targets) != batch:
-        raise ValueError(
-            f"targets has {len(targets)} entries but the batch has {batch} images: pass one "
-            "target per image, or a single target for every image"
-        )
+    targets = broadcast_targets(resolve_targets(targets), input_tensor.shape[0])
     return input_tensor.detach().to(device), cam_t, targets
 
 
@@ -266,23 +251,5 @@ def target_scores(
     for start in range(0, n, size):
         outputs = model(images[start : start + size])
         chunk = [targets[i] for i in index[start : start + size].tolist()]
-        scores.append(_scores_of(outputs, chunk))
+        scores.append(scores_of_batch(outputs, chunk))
     return torch.cat(scores).float()
-
-
-def _scores_of(outputs: Any, targets: list) -> torch.Tensor:
-    """(B,) scores of a batch output, one target per image."""
-    batch = len(targets)
-    if (
-        isinstance(outputs, torch.Tensor)
-        and outputs.ndim == 2
-        and all(type(t) in _ROW_TARGETS for t in targets)
-    ):  # each distinct target scores all rows once; then pick each image's own
-        keys = [(type(t), t.category) for t in targets]
-        distinct = {key: i for i, key in enumerate(dict.fromkeys(keys))}
-        rows = torch.stack([cls(k)(outputs) for cls, k in distinct])
-        pick = torch.tensor([distinct[key] for key in keys], device=rows.device)
-        return rows.gather(0, pick[None])[0]
-    return torch.stack(
-        [torch.as_tensor(t(_select_image(outputs, i, batch))).sum() for i, t in enumerate(targets)]
-    )

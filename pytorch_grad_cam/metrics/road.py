@@ -39,6 +39,7 @@ NEIGHBOR_WEIGHTS = (
     ((1, 0), 1 / 6),
     ((1, 1), 1 / 12),
 )
+neighbors_weights = list(NEIGHBOR_WEIGHTS)  # grad-cam's name for them
 
 
 class NoisyLinearImputer:

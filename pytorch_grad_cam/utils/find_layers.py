@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from pytorch_grad_cam.activations_and_gradients import flatten_tensors
+from pytorch_grad_cam._model_state import eval_mode
+from pytorch_grad_cam._outputs import flatten_tensors
 from pytorch_grad_cam.utils.reshape_transforms import swinT_reshape_transform, vit_reshape_transform
 
 LayerTypes = type | tuple[type, ...] | list[type]
@@ -260,8 +261,6 @@ def _probe(
     random combination of the model's outputs (so that, e.g., a softmax's constant sum does not
     hide a dependence). No RNG state, parameter, ``.grad`` or train/eval flag is changed.
     """
-    from pytorch_grad_cam.base_cam import _eval_mode
-
     generator = torch.Generator().manual_seed(0)
     x = _probe_input(model, generator).requires_grad_()
     outputs: dict[nn.Module, tuple[int, torch.Tensor]] = {}
@@ -277,7 +276,7 @@ def _probe(
 
     handles = [module.register_forward_hook(hook_for(module)) for module in modules]
     try:
-        with _eval_mode(model), torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             try:
                 result = model(x)
             except Exception as error:

@@ -13,22 +13,33 @@ ArrayLike = np.ndarray | torch.Tensor
 
 
 def scale_cam_image(cam: ArrayLike, target_size: Sequence[int] | None = None) -> ArrayLike:
-    """Min-max normalise each map of a batch and optionally resize it.
+    """Min-max normalise each map of a batch (or one 2-D map) and optionally resize it.
 
     Each map becomes ``(m - min(m)) / (max(m - min(m)) + 1e-7)``. Resizing is bilinear
     (trilinear for volumes) with half-pixel centres, as ``cv2.resize(..., INTER_LINEAR)``.
 
     Args:
-        cam: maps of shape (B, H, W) or (B, D, H, W), numpy array or torch tensor.
+        cam: maps of shape (B, H, W) or (B, D, H, W), or a single (H, W) map; numpy array or
+            torch tensor.
         target_size: output size in OpenCV order, ``(W, H)`` or ``(W, H, D)``; None keeps the size.
 
     Returns:
-        float32 maps of the same type (numpy or torch, same device) as ``cam``.
+        float32 maps of the same type (numpy or torch, same device) and layout as ``cam``.
+
+    Example:
+        >>> import numpy as np
+        >>> scale_cam_image(np.array([[0.0, 2.0], [4.0, 8.0]]), target_size=(4, 3)).shape
+        (3, 4)
     """
     is_numpy = not isinstance(cam, torch.Tensor)
     t = torch.as_tensor(np.asarray(cam) if is_numpy else cam).float()
+    single = t.ndim == 2
+    if single:
+        t = t[None]
     if t.ndim not in (3, 4):
-        raise ValueError(f"cam must have shape (B, H, W) or (B, D, H, W); got {tuple(t.shape)}")
+        raise ValueError(
+            f"cam must have shape (H, W), (B, H, W) or (B, D, H, W); got {tuple(t.shape)}"
+        )
     dims = tuple(range(1, t.ndim))
     t = t - t.amin(dim=dims, keepdim=True)
     t = t / (t.amax(dim=dims, keepdim=True) + 1e-7)
@@ -42,6 +53,8 @@ def scale_cam_image(cam: ArrayLike, target_size: Sequence[int] | None = None) ->
         if size != tuple(t.shape[1:]):
             mode = "bilinear" if t.ndim == 3 else "trilinear"
             t = F.interpolate(t[:, None], size=size, mode=mode, align_corners=False)[:, 0]
+    if single:
+        t = t[0]
     return t.cpu().numpy() if is_numpy else t
 
 
@@ -52,12 +65,19 @@ def _to_numpy(x: ArrayLike) -> np.ndarray:
     return np.asarray(x)
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 def preprocess_image(
     img: np.ndarray,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
+    mean: Sequence[float] = (0.5, 0.5, 0.5),
+    std: Sequence[float] = (0.5, 0.5, 0.5),
 ) -> torch.Tensor:
-    """Turn an RGB image into a normalised network input.
+    """Turn an RGB image into a normalised network input: ``(img - mean) / std``.
+
+    The defaults are grad-cam's (0.5 for every channel, mapping [0, 1] to [-1, 1]); for
+    ImageNet-trained torchvision models pass ``mean=IMAGENET_MEAN, std=IMAGENET_STD``.
 
     Args:
         img: HxWx3 image, float in [0, 1] or uint8 in [0, 255] (divided by 255 first).

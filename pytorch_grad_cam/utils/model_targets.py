@@ -14,30 +14,7 @@ import numpy as np
 import torch
 import torchvision
 
-
-def _logits(output: Any) -> torch.Tensor:
-    """Extract the logits tensor from a model output.
-
-    Accepts a tensor, an object with a ``logits`` attribute (HuggingFace ``ModelOutput``),
-    a mapping with a ``'logits'`` key, or a tuple/list whose first element is the logits.
-
-    Raises:
-        TypeError: if no tensor can be found.
-    """
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
-        return output["logits"]
-    if isinstance(output, (tuple, list)) and output:
-        return _logits(output[0])
-    raise TypeError(
-        "expected the model output to be a tensor, an object with a 'logits' tensor attribute, "
-        "a mapping with a 'logits' key, or a tuple/list starting with a tensor; "
-        f"got {type(output)!r}"
-    )
+from pytorch_grad_cam._outputs import logits_of
 
 
 def _check_category(target: object, category: int, logits: torch.Tensor) -> None:
@@ -66,7 +43,7 @@ class ClassifierOutputTarget(_CategoryTarget):
     """The raw score (logit) of one class."""
 
     def __call__(self, model_output: Any) -> torch.Tensor:
-        logits = _logits(model_output)
+        logits = logits_of(model_output)
         _check_category(self, self.category, logits)
         return logits[..., self.category]
 
@@ -75,7 +52,7 @@ class ClassifierOutputSoftmaxTarget(_CategoryTarget):
     """The softmax probability of one class."""
 
     def __call__(self, model_output: Any) -> torch.Tensor:
-        logits = _logits(model_output)
+        logits = logits_of(model_output)
         _check_category(self, self.category, logits)
         return torch.softmax(logits, dim=-1)[..., self.category]
 
@@ -87,7 +64,7 @@ class ClassifierOutputReST(_CategoryTarget):
     """
 
     def __call__(self, model_output: Any) -> torch.Tensor:
-        logits = _logits(model_output)
+        logits = logits_of(model_output)
         _check_category(self, self.category, logits)
         log_probs = torch.log_softmax(logits, dim=-1)
         return logits[..., self.category] + log_probs[..., self.category]
@@ -98,14 +75,14 @@ class BinaryClassifierOutputTarget(_CategoryTarget):
 
     def __call__(self, model_output: Any) -> torch.Tensor:
         sign = 1 if self.category == 1 else -1
-        return _logits(model_output) * sign
+        return logits_of(model_output) * sign
 
 
 class SoftmaxOutputTarget:
     """The softmax of the output over its last dimension (all classes)."""
 
     def __call__(self, model_output: Any) -> torch.Tensor:
-        return torch.softmax(_logits(model_output), dim=-1)
+        return torch.softmax(logits_of(model_output), dim=-1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -134,7 +111,7 @@ class SemanticSegmentationTarget:
         self.mask = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask)
 
     def __call__(self, model_output: Any) -> torch.Tensor:
-        scores = _logits(model_output)
+        scores = logits_of(model_output)
         if scores.ndim != 3:
             raise ValueError(
                 f"{self!r}: expected a (C, H, W) model output; got shape {tuple(scores.shape)}"
@@ -234,7 +211,7 @@ class SimilarityToConceptTarget:
         self.features = concept
 
     def __call__(self, model_output: Any) -> torch.Tensor:
-        embedding = _logits(model_output)
+        embedding = logits_of(model_output)
         if embedding.ndim == 0 or embedding.shape[-1] != self.features.shape[0]:
             raise ValueError(
                 f"{self!r}: the model output of shape {tuple(embedding.shape)} is not an embedding "
@@ -268,7 +245,7 @@ class FinerWeightedTarget:
         self.alpha = float(alpha)
 
     def __call__(self, model_output: Any) -> torch.Tensor:
-        logits = _logits(model_output)
+        logits = logits_of(model_output)
         for category in [self.main_category, *self.comparison_categories]:
             _check_category(self, category, logits)
         comparison = logits[..., self.comparison_categories].mean(dim=-1)

@@ -1,0 +1,131 @@
+"""Targets: normalising what callers pass, one target per image, and scoring them."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from pytorch_grad_cam._outputs import describe_output, logits_of, select_image
+from pytorch_grad_cam.utils.model_targets import (
+    ClassifierOutputReST,
+    ClassifierOutputSoftmaxTarget,
+    ClassifierOutputTarget,
+)
+
+Target = Callable[[Any], Any]
+MISSING: Any = object()  # "argument not given" (None has a meaning for targets)
+
+# Targets that score every row of a (B, N) output at once.
+ROW_TARGETS = (ClassifierOutputTarget, ClassifierOutputSoftmaxTarget, ClassifierOutputReST)
+
+
+class TargetsFromOutputs:
+    """Targets chosen from the model's own output on the explained batch.
+
+    ``choose(outputs, batch) -> list of targets`` runs after the CAM's forward pass, before
+    any perturbation, so a method that wraps another (e.g. FinerCAM) can pick classes from the
+    logits without a forward pass of its own.
+    """
+
+    def __init__(self, choose: Callable[[Any, int], list[Target]]) -> None:
+        self.choose = choose
+
+
+def resolve_targets(targets: Any, target_category: Any = MISSING) -> Any:
+    """Normalise ``targets`` (and the 2021 ``target_category``) to a list of targets, None
+    (each image's top class) or a ``TargetsFromOutputs``.
+
+    Class indices (an int, or a list of ints) become ``ClassifierOutputTarget``s and a single
+    callable a one-element list.
+    """
+    if target_category is not MISSING:
+        warnings.warn(
+            "target_category= is deprecated; use targets=[ClassifierOutputTarget(k)]",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if targets is not None:
+            raise ValueError("pass either targets or target_category, not both")
+        targets = target_category
+    if targets is None or isinstance(targets, TargetsFromOutputs):
+        return targets
+    if isinstance(targets, (int, np.integer)) or (
+        isinstance(targets, (list, tuple, np.ndarray))
+        and len(targets) > 0
+        and all(isinstance(t, (int, np.integer)) for t in targets)
+    ):
+        categories = [targets] if isinstance(targets, (int, np.integer)) else list(targets)
+        return [ClassifierOutputTarget(int(c)) for c in categories]
+    if callable(targets):
+        return [targets]
+    targets = list(targets)
+    if not targets:
+        raise ValueError("targets is empty; pass None for the top class, or one target per image")
+    for i, target in enumerate(targets):
+        if not callable(target):
+            raise TypeError(
+                f"targets[{i}] must be a callable target such as ClassifierOutputTarget(k); "
+                f"got {type(target).__name__}"
+            )
+    return targets
+
+
+def broadcast_targets(targets: Sequence[Target], batch: int) -> list[Target]:
+    """One target per image: a single target is used for every image."""
+    targets = list(targets)
+    if len(targets) == 1:
+        return targets * batch
+    if len(targets) != batch:
+        raise ValueError(
+            f"targets has {len(targets)} entries but the batch has {batch} images: pass one "
+            "target per image, or a single target for every image"
+        )
+    return targets
+
+
+def top_class_targets(outputs: Any, batch: int) -> list[ClassifierOutputTarget] | None:
+    """``ClassifierOutputTarget`` of each image's top class; None if the output has no
+    (B, num_classes) logits."""
+    try:
+        logits = logits_of(outputs)
+    except TypeError:
+        return None
+    if logits.ndim != 2 or logits.shape[0] != batch:
+        return None
+    return [ClassifierOutputTarget(int(c)) for c in logits.argmax(dim=-1).tolist()]
+
+
+def target_scores(outputs: Any, targets: Sequence[Target]) -> torch.Tensor:
+    """(B,) scores of a batch output, ``targets[i]`` reading image i's part (differentiable).
+
+    Class-score targets on (B, N) logits are evaluated for all rows at once; any other target
+    is called on its image's part of the output (``select_image``) and its result summed.
+    """
+    batch = len(targets)
+    if (
+        isinstance(outputs, torch.Tensor)
+        and outputs.ndim == 2
+        and outputs.shape[0] == batch
+        and all(type(t) in ROW_TARGETS for t in targets)
+    ):
+        keys = [(type(t), t.category) for t in targets]
+        distinct = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        rows = torch.stack([cls(k)(outputs) for cls, k in distinct])  # checks the class range
+        pick = torch.tensor([distinct[key] for key in keys], device=rows.device)
+        return rows.gather(0, pick[None])[0]
+    scores = []
+    for i, target in enumerate(targets):
+        try:
+            score = target(select_image(outputs, i, batch))
+        except (TypeError, KeyError, AttributeError) as error:
+            raise TypeError(
+                f"targets[{i}] ({target!r}) could not read the model output "
+                f"({describe_output(outputs)}): {error}"
+            ) from error
+        scores.append(torch.as_tensor(score).sum())
+    device = next((s.device for s in scores if s.device.type != "cpu"), scores[0].device)
+    return torch.stack([s.to(device) for s in scores])
