@@ -1,5 +1,8 @@
 """Class Activation Map methods for PyTorch vision models."""
 
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
 from pytorch_grad_cam.ablation_cam import AblationCAM
 from pytorch_grad_cam.ablation_layer import AblationLayer, AblationLayerFasterRCNN, AblationLayerVit
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
@@ -20,7 +23,10 @@ from pytorch_grad_cam.score_cam import ScoreCAM
 from pytorch_grad_cam.shapley_cam import ShapleyCAM
 from pytorch_grad_cam.xgrad_cam import XGradCAM
 
-__version__ = "0.1.0"
+try:  # the version lives in pyproject.toml only
+    __version__ = _version("grad-cam")
+except _PackageNotFoundError:  # imported from a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AblationCAM",
