@@ -4,7 +4,8 @@ Prints, for each method, median time / median time of ``torch.no_grad()`` forwar
 model and batch (measured interleaved in one run), and the peak memory of batch 16 above the
 model's inference peak (each measured in a fresh subprocess: CPU max-RSS, or CUDA
 max_memory_allocated). "naive" is what the original library does: a forward pass with autograd
-on and ``loss.backward()`` into every parameter.
+on and ``loss.backward()`` into every parameter. "numpy-override" is a GradCAM subclass written
+against grad-cam's contract (``get_cam_weights`` in numpy): what the numpy bridge costs.
 
     python benchmarks/bench_gradient_methods.py [--device cpu|cuda] [--threads 2] [--repeats 7]
 """
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import torch
 from torchvision.models import resnet50
 
@@ -36,6 +38,13 @@ METHODS = [
     "EigenCAM",
     "EigenGradCAM",
 ]
+
+
+class NumpyGradCAM(pgc.GradCAM):
+    """Grad-CAM weights written in numpy, as grad-cam users write overrides."""
+
+    def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
+        return np.mean(grads, axis=(2, 3))
 
 
 def make_runner(name: str, model: torch.nn.Module, x: torch.Tensor):
@@ -55,7 +64,8 @@ def make_runner(name: str, model: torch.nn.Module, x: torch.Tensor):
             model.zero_grad(set_to_none=True)
 
     else:
-        cam = getattr(pgc, name)(model=model, target_layers=[model.layer4[-1]])
+        cls = NumpyGradCAM if name == "numpy-override" else getattr(pgc, name)
+        cam = cls(model=model, target_layers=[model.layer4[-1]])
 
         def run():
             cam(input_tensor=x, targets=targets)
@@ -141,7 +151,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = resnet50(weights=None).to(args.device).eval()
     x = torch.rand(args.batch, 3, args.size, args.size, device=args.device)
-    names = ["forward", "naive", *METHODS]
+    names = ["forward", "naive", *METHODS, "numpy-override"]
     times = time_all(names, model, x, args.device, args.repeats)
     print(
         f"ResNet-50, layer4[-1], batch {args.batch}, {args.size}px, {args.device}, "

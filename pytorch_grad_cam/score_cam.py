@@ -79,18 +79,24 @@ class ScoreCAM(BaseCAM):
         image_list = images.tolist()
         scores = torch.empty(len(items), device=activations.device)
         memory_format = self._memory_format(input_tensor, targets)
+        # one buffer for every batch of masked inputs (no per-batch allocation to fragment)
+        buffer = torch.empty(
+            (min(batch_size, len(items)), *input_tensor.shape[1:]),
+            dtype=input_tensor.dtype,
+            device=input_tensor.device,
+            memory_format=memory_format,
+        )
         with torch.no_grad():
             for start in progress_bar(self.progress, range(0, len(items), batch_size), "ScoreCAM"):
                 stop = min(start + batch_size, len(items))
                 masked = masked_inputs(
-                    input_tensor, images[start:stop], maps[start:stop], memory_format
+                    input_tensor, image_list[start:stop], maps[start:stop], buffer[: stop - start]
                 )
                 outputs = self.model(masked)
-                del masked  # free the batch before the next one is built
                 scores[start:stop] = target_scores(
                     outputs, [targets[i] for i in image_list[start:stop]]
                 ).float()
-                del outputs
+                del masked, outputs
         return torch.softmax(scores[inverse].reshape(batch, channels), dim=1)
 
     def _memory_format(self, input_tensor: torch.Tensor, targets: list) -> torch.memory_format:
@@ -113,21 +119,23 @@ class ScoreCAM(BaseCAM):
 
 
 def masked_inputs(
-    input_tensor: torch.Tensor,
-    images: torch.Tensor,
-    maps: torch.Tensor,
-    memory_format: torch.memory_format = torch.contiguous_format,
+    input_tensor: torch.Tensor, images: list[int], maps: torch.Tensor, out: torch.Tensor
 ) -> torch.Tensor:
-    """``input_tensor[images[i]] * M_i`` for low-resolution maps (N, 1, *grid): M_i is map i
-    upsampled to the input size (multilinear, corners aligned) and min-max normalised.
-    Built in ``memory_format`` with one (N, C, *size) tensor alive at the end."""
+    """``input_tensor[images[i]] * M_i`` written into ``out`` (N, C, *size), for
+    low-resolution maps (N, 1, *grid): M_i is map i upsampled to the input size (multilinear,
+    corners aligned) and min-max normalised. ``images`` is sorted (runs of one image are
+    multiplied by broadcasting, without a gathered copy of the inputs)."""
     mode = "bilinear" if maps.ndim == 4 else "trilinear"
     masks = F.interpolate(maps, size=input_tensor.shape[2:], mode=mode, align_corners=True)
     dims = tuple(range(2, masks.ndim))
     low, high = masks.amin(dim=dims, keepdim=True), masks.amax(dim=dims, keepdim=True)
     masks = masks.sub_(low).div_(high - low + 1e-8).to(input_tensor.dtype)  # fp16 models
-    shape = (len(images), *input_tensor.shape[1:])
-    out = torch.empty(
-        shape, dtype=input_tensor.dtype, device=input_tensor.device, memory_format=memory_format
-    )
-    return torch.mul(input_tensor[images], masks, out=out)
+    start = 0
+    while start < len(images):
+        stop = start + 1
+        while stop < len(images) and images[stop] == images[start]:
+            stop += 1
+        image = input_tensor[images[start] : images[start] + 1]
+        torch.mul(image, masks[start:stop], out=out[start:stop])
+        start = stop
+    return out
