@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+Array = np.ndarray | torch.Tensor  # what the weighting methods take and return
 PACKAGE = __name__.split(".")[0]
 F = TypeVar("F", bound=Callable[..., Any])
 

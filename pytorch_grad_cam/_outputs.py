@@ -20,9 +20,10 @@ def flatten_tensors(obj: Any) -> tuple[list[torch.Tensor], Callable[[list[Any]],
         return [obj], _first
     if not isinstance(obj, (list, tuple, Mapping)):
         return [], lambda ts: obj
-    kind = type(obj)
+    kind: Any = type(obj)
     keys = list(obj.keys()) if isinstance(obj, Mapping) else None
-    parts = [flatten_tensors(value) for value in (obj.values() if keys is not None else obj)]
+    values = list(obj.values()) if isinstance(obj, Mapping) else list(obj)
+    parts = [flatten_tensors(value) for value in values]
     builders = [build for _, build in parts]
     counts = [len(tensors) for tensors, _ in parts]
     named = isinstance(obj, tuple) and hasattr(obj, "_fields")

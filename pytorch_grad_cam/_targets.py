@@ -31,7 +31,7 @@ class TargetsFromOutputs:
     logits without a forward pass of its own.
     """
 
-    def __init__(self, choose: Callable[[Any, int], list[Target]]) -> None:
+    def __init__(self, choose: Callable[[Any, int], Sequence[Target]]) -> None:
         self.choose = choose
 
 
@@ -112,7 +112,7 @@ def target_scores(outputs: Any, targets: Sequence[Target]) -> torch.Tensor:
         and outputs.shape[0] == batch
         and all(type(t) in ROW_TARGETS for t in targets)
     ):
-        keys = [(type(t), t.category) for t in targets]
+        keys: list[Any] = [(type(t), getattr(t, "category")) for t in targets]  # noqa: B009
         distinct = {key: i for i, key in enumerate(dict.fromkeys(keys))}
         rows = torch.stack([cls(k)(outputs) for cls, k in distinct])  # checks the class range
         pick = torch.tensor([distinct[key] for key in keys], device=rows.device)

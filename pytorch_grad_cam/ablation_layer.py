@@ -4,7 +4,6 @@ each with one channel ablated (used by AblationCAM)."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -119,7 +118,7 @@ class AblationLayerFasterRCNN(AblationLayer):
     def set_next_batch(
         self,
         input_batch_index: int,
-        activations: Mapping[str, torch.Tensor],
+        activations: Any,
         num_channels_to_ablate: int,
     ) -> None:
         """Store ``num_channels_to_ablate`` copies of image ``input_batch_index``'s levels."""
@@ -129,7 +128,7 @@ class AblationLayerFasterRCNN(AblationLayer):
             for key, level in activations.items()
         )
 
-    def forward(self, x: Any = None) -> OrderedDict:
+    def forward(self, x: Any = None) -> Any:
         """The stored copies, copy i with (global) channel ``self.indices[i]`` ablated."""
         levels = list(self.activations.values())
         count = levels[0].shape[0]

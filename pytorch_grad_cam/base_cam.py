@@ -13,7 +13,7 @@ import torch
 import ttach as tta
 from torch import nn
 
-from pytorch_grad_cam._arrays import as_numpy, as_tensor, defined_outside_package, like
+from pytorch_grad_cam._arrays import Array, as_numpy, as_tensor, defined_outside_package, like
 from pytorch_grad_cam._forward_pass import ForwardPass
 from pytorch_grad_cam._legacy import legacy_constructor_args
 from pytorch_grad_cam._model_state import eval_mode, model_device
@@ -31,8 +31,6 @@ from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.find_layers import find_target_layer
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
-
-Array = np.ndarray | torch.Tensor
 
 
 class BaseCAM:
@@ -224,6 +222,7 @@ class BaseCAM:
             targets = self._explained_targets(state.outputs, targets, batch)  # 2. targets
             if self.uses_gradients:
                 self._backpropagate(state, targets)  # 3. gradients
+            per_layer: list[Any]
             if self._foreign("compute_cam_per_layer"):  # 4. per-layer maps
                 per_layer = self.compute_cam_per_layer(input_tensor, targets, eigen_smooth)
             else:
@@ -412,7 +411,9 @@ class BaseCAM:
         weighted = self.get_weighted_activations(
             input_tensor, target_layer, targets, activations, grads
         )
-        return get_2d_projection(weighted) if eigen_smooth else weighted.sum(axis=1)
+        if eigen_smooth:
+            return get_2d_projection(weighted)
+        return weighted.sum(axis=1) if isinstance(weighted, np.ndarray) else weighted.sum(dim=1)
 
     def get_weighted_activations(
         self,
@@ -444,16 +445,17 @@ class BaseCAM:
     def scale_layer_cam(self, cam: torch.Tensor, target_size: tuple[int, ...]) -> torch.Tensor:
         """Declared hook: post-process one layer's ReLU'd map (B, *spatial): min-max
         normalise each image's map and resize it to ``target_size`` (OpenCV order)."""
-        return scale_cam_image(cam, target_size)
+        scaled: torch.Tensor = scale_cam_image(cam, target_size)
+        return scaled
 
     # ----------------------------------------------------------------- 5. aggregate
     def aggregate_multi_layers(self, cam_per_target_layer: Sequence[Array]) -> Array:
         """Combine the per-layer maps (each (B, 1, *size)): ReLU, mean over the layers,
         min-max normalisation. numpy in, numpy out."""
         if isinstance(cam_per_target_layer[0], torch.Tensor):
-            stacked = torch.cat(list(cam_per_target_layer), dim=1).clamp_min(0)
-        else:
-            stacked = np.maximum(np.concatenate(cam_per_target_layer, axis=1), 0)
+            layers = [torch.as_tensor(c) for c in cam_per_target_layer]
+            return scale_cam_image(torch.cat(layers, dim=1).clamp_min(0).mean(dim=1))
+        stacked = np.maximum(np.concatenate([np.asarray(c) for c in cam_per_target_layer], 1), 0)
         return scale_cam_image(stacked.mean(axis=1))
 
     # ================================================================= smoothing
@@ -470,6 +472,7 @@ class BaseCAM:
             transforms = tta.Compose([tta.HorizontalFlip(), tta.Multiply(factors=[0.9, 1, 1.1])])
         views = list(transforms)
         batch = input_tensor.shape[0]
+        per_view: list[torch.Tensor]
         if self._foreign("forward"):  # as grad-cam does: one forward call per view
             per_view = [
                 as_tensor(self.forward(v.augment_image(input_tensor), targets, eigen_smooth))
@@ -489,11 +492,11 @@ class BaseCAM:
                     self._forward(v.augment_image(input_tensor), targets, eigen_smooth, keep_graph)
                     for v in views
                 ]
-        maps = [
+        deaugmented = [
             v.deaugment_mask(m.to(input_tensor.device)[:, None])[:, 0]
             for v, m in zip(views, per_view)
         ]
-        return torch.stack(maps).mean(dim=0)
+        return torch.stack(deaugmented).mean(dim=0)
 
     # ================================================================= grad-cam's numpy stages
     def forward(
@@ -503,9 +506,7 @@ class BaseCAM:
         eigen_smooth: bool = False,
     ) -> np.ndarray:
         """Stages 1-5 without test-time augmentation; float32 maps (B, *spatial)."""
-        with self._call_context():
-            input_tensor = self._checked_input(input_tensor)
-            return as_numpy(self._forward(input_tensor, resolve_targets(targets), eigen_smooth))
+        return self._numpy_stage(self._forward, input_tensor, targets, eigen_smooth)
 
     def forward_augmentation_smoothing(
         self,
@@ -514,9 +515,14 @@ class BaseCAM:
         eigen_smooth: bool = False,
     ) -> np.ndarray:
         """The maps averaged over the test-time augmentations (``aug_smooth=True``)."""
+        return self._numpy_stage(self._augmented, input_tensor, targets, eigen_smooth)
+
+    def _numpy_stage(
+        self, stage: Callable, input_tensor: torch.Tensor, targets: Any, eigen_smooth: bool
+    ) -> np.ndarray:
         with self._call_context():
             input_tensor = self._checked_input(input_tensor)
-            return as_numpy(self._augmented(input_tensor, resolve_targets(targets), eigen_smooth))
+            return as_numpy(stage(input_tensor, resolve_targets(targets), eigen_smooth))
 
     def compute_cam_per_layer(
         self, input_tensor: torch.Tensor, targets: list[Target] | None, eigen_smooth: bool

@@ -1,7 +1,6 @@
 """Eigen-CAM."""
 
-import torch
-
+from pytorch_grad_cam._arrays import Array
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
@@ -17,5 +16,5 @@ class EigenCAM(BaseCAM):
 
     def get_cam_image(
         self, input_tensor, target_layer, targets, activations, grads, eigen_smooth=False
-    ) -> torch.Tensor:
+    ) -> Array:
         return get_2d_projection(activations)

@@ -1,7 +1,6 @@
 """Eigen-Grad-CAM."""
 
-import torch
-
+from pytorch_grad_cam._arrays import Array
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
@@ -14,5 +13,5 @@ class EigenGradCAM(BaseCAM):
 
     def get_cam_image(
         self, input_tensor, target_layer, targets, activations, grads, eigen_smooth=False
-    ) -> torch.Tensor:
+    ) -> Array:
         return get_2d_projection(grads * activations)

@@ -80,6 +80,7 @@ class FinerCAM(ComposedCAM):
             target_idx: the class to explain; None = each image's top class.
             aug_smooth: passed to the base method.
         """
+        chosen: Any = targets
         if targets is None:
             if comparison_categories is None:
                 comparison_categories = DEFAULT_COMPARISON_CATEGORIES
@@ -89,14 +90,12 @@ class FinerCAM(ComposedCAM):
                     "comparison_categories must be non-empty ranks >= 1 (1 = the class whose "
                     f"logit is closest to the target's); got {list(comparison_categories)}"
                 )
-            targets = TargetsFromOutputs(
-                lambda outputs, batch: similar_class_targets(
-                    outputs, batch, target_idx, ranks, float(alpha)
+            chosen = TargetsFromOutputs(
+                lambda outputs, batch: list(
+                    similar_class_targets(outputs, batch, target_idx, ranks, float(alpha))
                 )
             )
-        return self.base_cam(
-            input_tensor, targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth
-        )
+        return self.base_cam(input_tensor, chosen, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
 
     __call__ = forward
 

@@ -77,12 +77,14 @@ class FullGrad(BaseCAM):
         """Per-channel bias of a conv layer, or the effective bias of a batch norm in eval
         mode: beta - running_mean * gamma / sqrt(running_var + eps)."""
         if isinstance(layer, _CONVS):
+            assert layer.bias is not None  # only biased convs are target layers
             return layer.bias.detach()
-        scale = torch.rsqrt(layer.running_var + layer.eps)
-        if layer.weight is not None:
-            scale = scale * layer.weight.detach()
-        shift = -layer.running_mean * scale
-        return shift if layer.bias is None else shift + layer.bias.detach()
+        norm: Any = layer
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight.detach()
+        shift = -norm.running_mean * scale
+        return shift if norm.bias is None else shift + norm.bias.detach()
 
     @numpy_compatible
     def get_weighted_activations(
@@ -98,9 +100,9 @@ class FullGrad(BaseCAM):
         mode = "bilinear" if cam.ndim == 3 else "trilinear"
         return F.interpolate(cam[:, None], size=size, mode=mode, align_corners=False)[:, 0]
 
-    def aggregate_multi_layers(self, cam_per_target_layer):
+    def aggregate_multi_layers(self, cam_per_target_layer: Any) -> Any:
         layers = [as_tensor(c) for c in cam_per_target_layer]
-        state = self.state
+        state: Any = self.state
         input_term = _scale_channels((state.input_gradient * state.input_tensor).abs())
         total = input_term.sum(dim=1) + torch.cat(layers, dim=1).to(input_term).sum(dim=1)
         return like(scale_cam_image(total), cam_per_target_layer[0])
@@ -115,4 +117,5 @@ def _has_bias(module: nn.Module) -> bool:
 def _scale_channels(maps: torch.Tensor) -> torch.Tensor:
     """Min-max normalise every (image, channel) map of a (B, C, *spatial) tensor."""
     flat = maps.reshape(-1, *maps.shape[2:])
-    return scale_cam_image(flat).reshape(maps.shape)
+    scaled: torch.Tensor = scale_cam_image(flat)
+    return scaled.reshape(maps.shape)

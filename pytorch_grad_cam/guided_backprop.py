@@ -173,11 +173,12 @@ class GuidedBackpropReLUModel:
         batch, num_classes = output.shape
         if target_category is None:
             return output.argmax(dim=-1)
-        if isinstance(target_category, torch.Tensor):
-            target_category = target_category.tolist()
-        if np.ndim(target_category) == 0:
-            target_category = [target_category] * batch
-        cats = [int(c) for c in target_category]
+        categories: Any = target_category
+        if isinstance(categories, torch.Tensor):
+            categories = categories.tolist()
+        if np.ndim(categories) == 0:
+            categories = [categories] * batch
+        cats = [int(c) for c in categories]
         if len(cats) != batch:
             raise ValueError(
                 f"target_category has {len(cats)} entries for a batch of {batch} images"

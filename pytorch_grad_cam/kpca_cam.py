@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytorch_grad_cam._arrays import Array
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.svd_on_activations import KERNELS, get_2d_projection_kernel
 
@@ -48,5 +49,5 @@ class KPCA_CAM(BaseCAM):
 
     def get_cam_image(
         self, input_tensor, target_layer, targets, activations, grads, eigen_smooth=False
-    ) -> torch.Tensor:
+    ) -> Array:
         return get_2d_projection_kernel(activations, self.kernel, self.gamma)

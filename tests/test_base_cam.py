@@ -23,6 +23,7 @@ from pytorch_grad_cam import (
     LayerCAM,
     XGradCAM,
 )
+from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget as Target
 from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
 
@@ -585,3 +586,44 @@ def test_user_forward_passes_between_calls_are_left_alone():
         z = y * weight
     assert still_off and not y.requires_grad and not z.requires_grad
     assert cam.activations_and_grads.activations[0] is recorded
+
+
+# ----------------------------------------------------------------------------- tensors out
+
+
+@pytest.mark.parametrize("method", [GradCAM, LayerCAM, EigenCAM])
+def test_compute_returns_the_maps_as_a_tensor(method):
+    model, x = conv_net(), batch()
+    cam = method(model, [model.conv2])
+    maps = cam.compute(x, [Target(1)])
+    assert isinstance(maps, torch.Tensor) and maps.dtype == torch.float32
+    assert not maps.requires_grad
+    np.testing.assert_array_equal(maps.numpy(), cam(x, [Target(1)]))
+
+
+@pytest.mark.parametrize("method", [GradCAM, GradCAMPlusPlus, EigenCAM])
+def test_keep_graph_makes_the_maps_differentiable(method):
+    model, x = conv_net(), batch()
+    cam = method(model, [model.conv2])
+    maps = cam.compute(x, [Target(1)], keep_graph=True)
+    np.testing.assert_allclose(maps.detach().numpy(), cam(x, [Target(1)]), atol=1e-6)
+    (grad,) = torch.autograd.grad(maps[:, 5:15, 5:15].sum(), [model.conv1.weight])
+    assert grad.abs().sum() > 0 and torch.isfinite(grad).all()  # through the earlier layers
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_keep_graph_gradient_equals_a_differentiable_grad_cam_written_out():
+    model, x = conv_net(), batch()
+    maps = GradCAM(model, [model.conv2]).compute(x, [Target(1)], keep_graph=True)
+    # the same map, written with autograd by hand
+    a = model.conv2(model.relu1(model.conv1(x)))
+    score = model.fc(model.pool(model.relu2(a)).flatten(1))[:, 1].sum()
+    (g,) = torch.autograd.grad(score, a, create_graph=True)
+    raw = (g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1).clamp_min(0)
+    expected = scale_cam_image(scale_cam_image(raw, (28, 20)))
+    torch.testing.assert_close(maps, expected, atol=1e-5, rtol=1e-5)
+    weights = [model.conv1.weight, model.conv2.weight, model.fc.weight]
+    got = torch.autograd.grad(maps[:, 5:15, 5:15].sum(), weights)
+    want = torch.autograd.grad(expected[:, 5:15, 5:15].sum(), weights)
+    for g_got, g_want in zip(got, want):
+        torch.testing.assert_close(g_got, g_want, atol=1e-4, rtol=1e-4)

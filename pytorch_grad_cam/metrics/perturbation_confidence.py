@@ -164,14 +164,14 @@ def score_changes(
     in one batched call (M times the memory of a batch).
     """
     if not all(type(m).__call__ is PerturbationConfidenceMetric.__call__ for m in metrics):
-        return np.float32([m(input_tensor, cams, targets, model) for m in metrics])
+        return np.asarray([m(input_tensor, cams, targets, model) for m in metrics], np.float32)
     images, cam_t, targets = prepare_inputs(input_tensor, cams, targets, model)
     batch_size = metrics[0].batch_size
     perturbations = [m.perturbation for m in metrics]
     imputer = getattr(perturbations[0], "imputer", None)
     with eval_mode(model), torch.no_grad():
         base = target_scores(model, images, targets, batch_size)
-        if all(
+        if imputer is not None and all(
             isinstance(p, RemoveMostRelevantFirst) and p.imputer is imputer for p in perturbations
         ):  # one imputer call for all metrics: (M * B) images, metric-major
             keep = torch.cat([p.keep_mask(cam_t, images.device) for p in perturbations])

@@ -192,9 +192,10 @@ def _known_family(model: nn.Module) -> tuple[nn.Module, ReshapeTransform | None]
         grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
         if grid is not None and not getattr(model, "dynamic_img_size", False):
             # the prefix is then what the grid leaves: CaiT's blocks, e.g., have no class token
-            size = {"height": int(grid[0]), "width": int(grid[1])}
-            return vit_layer, partial(vit_reshape_transform, **size)
-        return vit_layer, partial(vit_reshape_transform, num_prefix_tokens=model.num_prefix_tokens)
+            height, width = int(grid[0]), int(grid[1])
+            return vit_layer, partial(vit_reshape_transform, height=height, width=width)
+        prefix = int(getattr(model, "num_prefix_tokens"))  # noqa: B009 (checked above)
+        return vit_layer, partial(vit_reshape_transform, num_prefix_tokens=prefix)
     swin_layer = _walk(model, ("layers", -1, "blocks", -1, "norm1"))
     if swin_layer is not None:
         return swin_layer, swinT_reshape_transform
@@ -204,8 +205,8 @@ def _known_family(model: nn.Module) -> tuple[nn.Module, ReshapeTransform | None]
 def _timm_feature_info(model: nn.Module) -> tuple[nn.Module, ReshapeTransform | None] | None:
     """The module of timm's last ``feature_info`` entry, if a dry run shows a usable map."""
     try:
-        last = model.feature_info[-1]
-        layer, channels = model.get_submodule(last["module"]), int(last["num_chs"])
+        last: Any = getattr(model, "feature_info")[-1]  # noqa: B009 (may be missing)
+        layer, channels = model.get_submodule(str(last["module"])), int(last["num_chs"])
         records, ndim = _probe(model, [layer])
     except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         return None
@@ -287,9 +288,9 @@ def _probe(
             seen = [(m, out) for m, (_, out) in outputs.items() if out.requires_grad]
             grads: Any = [None] * len(seen)
             if finals and seen:
-                score = sum(
-                    (t * torch.randn(t.shape, generator=generator).to(t)).sum() for t in finals
-                )
+                score = torch.stack(
+                    [(t * torch.randn(t.shape, generator=generator).to(t)).sum() for t in finals]
+                ).sum()
                 grads = torch.autograd.grad(score, [out for _, out in seen], allow_unused=True)
     finally:
         for handle in handles:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import overload
 
 import cv2
 import numpy as np
@@ -12,6 +13,12 @@ import torch.nn.functional as F
 ArrayLike = np.ndarray | torch.Tensor
 
 
+@overload
+def scale_cam_image(cam: np.ndarray, target_size: Sequence[int] | None = None) -> np.ndarray: ...
+@overload
+def scale_cam_image(
+    cam: torch.Tensor, target_size: Sequence[int] | None = None
+) -> torch.Tensor: ...
 def scale_cam_image(cam: ArrayLike, target_size: Sequence[int] | None = None) -> ArrayLike:
     """Min-max normalise each map of a batch (or one 2-D map) and optionally resize it.
 

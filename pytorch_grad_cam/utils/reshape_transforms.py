@@ -44,6 +44,7 @@ def _vit_grid(
                 return prefix, height, width
         elif height is not None or width is not None:
             known = height if height is not None else width
+            assert known is not None
             if known > 0 and grid % known == 0:
                 other = grid // known
                 return (prefix, known, other) if height is not None else (prefix, other, known)
@@ -137,9 +138,9 @@ def fasterrcnn_reshape_transform(
     if not maps:
         raise ValueError("fasterrcnn_reshape_transform got no feature maps")
     if isinstance(x, Mapping) and "pool" in x:
-        size = tuple(x["pool"].shape[-2:])
+        size: tuple[int, ...] = tuple(x["pool"].shape[-2:])
     else:
-        size = tuple(min((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1]))
+        size = tuple(min((tuple(m.shape[-2:]) for m in maps), key=math.prod))
     resized = [
         F.interpolate(m.abs(), size=size, mode="bilinear", align_corners=False) for m in maps
     ]

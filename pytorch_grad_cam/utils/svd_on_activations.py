@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 import torch
 
 ArrayLike = np.ndarray | torch.Tensor
 
 
+@overload
+def get_2d_projection(activation_batch: np.ndarray) -> np.ndarray: ...
+@overload
+def get_2d_projection(activation_batch: torch.Tensor) -> torch.Tensor: ...
 def get_2d_projection(activation_batch: ArrayLike) -> ArrayLike:
     """Project each image's activations onto their first principal component.
 
