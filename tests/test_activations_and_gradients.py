@@ -7,7 +7,6 @@ from conftest import conv_net, make_two_layer_case
 from torch import nn
 
 from pytorch_grad_cam import ActivationsAndGradients
-from pytorch_grad_cam._outputs import flatten_tensors
 
 
 def test_records_activations_in_the_order_the_layers_run():
@@ -103,17 +102,6 @@ def test_model_output_is_unchanged_by_the_hooks_with_inplace_ops():
     aag = ActivationsAndGradients(inplace, [inplace.conv2], None)
     torch.testing.assert_close(aag(x), conv_net()(x))
     aag.release()
-
-
-def test_flatten_tensors_round_trip():
-    a, b, c = torch.zeros(1), torch.ones(2), torch.full((3,), 2.0)
-    nested = {"x": a, "y": [b, ("label", c)]}
-    tensors, rebuild = flatten_tensors(nested)
-    assert [t.shape for t in tensors] == [a.shape, b.shape, c.shape]
-    rebuilt = rebuild([t + 1 for t in tensors])
-    assert rebuilt["y"][1][0] == "label"
-    torch.testing.assert_close(rebuilt["y"][1][1], c + 1)
-    assert isinstance(rebuilt["y"], list) and isinstance(rebuilt["y"][1], tuple)
 
 
 def test_layers_with_structured_outputs_are_recorded():
