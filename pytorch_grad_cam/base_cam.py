@@ -402,8 +402,8 @@ class BaseCAM:
         input_tensor: torch.Tensor,
         target_layer: nn.Module,
         targets: list[Target] | None,
-        activations: Array,
-        grads: Array | None,
+        activations: Any,
+        grads: Any,
         eigen_smooth: bool = False,
     ) -> Array:
         """Raw map (B, *spatial) of one layer: the channel sum of the weighted activations,
@@ -420,8 +420,8 @@ class BaseCAM:
         input_tensor: torch.Tensor,
         target_layer: nn.Module,
         targets: list[Target] | None,
-        activations: Array,
-        grads: Array | None,
+        activations: Any,
+        grads: Any,
     ) -> Array:
         """Declared hook: the per-channel terms (B, C, *spatial) whose channel sum is the raw
         map; by default ``get_cam_weights`` (B, C) times the activations."""
@@ -436,8 +436,8 @@ class BaseCAM:
         input_tensor: torch.Tensor,
         target_layer: nn.Module,
         targets: list[Target] | None,
-        activations: Array,
-        grads: Array | None,
+        activations: Any,
+        grads: Any,
     ) -> Array:
         """The method's channel weights (B, C)."""
         raise NotImplementedError(f"{type(self).__name__} does not define get_cam_weights")

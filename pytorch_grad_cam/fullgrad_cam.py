@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pytorch_grad_cam._arrays import as_tensor, like, numpy_compatible
+from pytorch_grad_cam._targets import Target
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.find_layers import find_layer_predicate_recursive
 from pytorch_grad_cam.utils.image import scale_cam_image
@@ -88,7 +89,12 @@ class FullGrad(BaseCAM):
 
     @numpy_compatible
     def get_weighted_activations(
-        self, input_tensor, target_layer, targets, activations, grads
+        self,
+        input_tensor: torch.Tensor,
+        target_layer: nn.Module,
+        targets: list[Target] | None,
+        activations: torch.Tensor,
+        grads: torch.Tensor,
     ) -> torch.Tensor:
         bias = self.get_bias_data(target_layer).to(grads)
         return _scale_channels((grads * bias.reshape(-1, *[1] * (grads.ndim - 2))).abs())

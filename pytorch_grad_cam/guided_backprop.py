@@ -68,7 +68,9 @@ _RELU_INPLACE = {torch.relu_, torch.Tensor.relu_}
 class _GuidedReLUMode(TorchFunctionMode):
     """While active, every ReLU call that needs a gradient uses the guided rule."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         if func in _RELU or func in _RELU_INPLACE:
             x = args[0] if args else kwargs.get("input", kwargs.get("self"))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pytorch_grad_cam._arrays import Array
+from pytorch_grad_cam._targets import Target
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.svd_on_activations import KERNELS, get_2d_projection_kernel
 
@@ -26,6 +27,14 @@ class KPCA_CAM(BaseCAM):
         kernel: "sigmoid" (default), "rbf", "poly" or "linear" (= Eigen-CAM).
         gamma: kernel coefficient; None = 1 / number of channels.
         **kwargs: other BaseCAM options (e.g. tta_transforms).
+
+    Example:
+        >>> import torch
+        >>> from pytorch_grad_cam import KPCA_CAM
+        >>> from pytorch_grad_cam.demo import load_demo_model
+        >>> model, x = load_demo_model(), torch.rand(2, 3, 64, 64)
+        >>> KPCA_CAM(model, [model.target_layer], kernel="rbf")(x).shape
+        (2, 64, 64)
     """
 
     uses_gradients = False
@@ -48,6 +57,12 @@ class KPCA_CAM(BaseCAM):
         self.gamma = gamma
 
     def get_cam_image(
-        self, input_tensor, target_layer, targets, activations, grads, eigen_smooth=False
+        self,
+        input_tensor: torch.Tensor,
+        target_layer: nn.Module,
+        targets: list[Target] | None,
+        activations: Array,
+        grads: Array | None,
+        eigen_smooth: bool = False,
     ) -> Array:
         return get_2d_projection_kernel(activations, self.kernel, self.gamma)

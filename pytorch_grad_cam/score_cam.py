@@ -10,7 +10,7 @@ from torch import nn
 
 from pytorch_grad_cam._arrays import numpy_compatible
 from pytorch_grad_cam._perturbation import check_batch_size, progress_bar, require_targets
-from pytorch_grad_cam._targets import target_scores
+from pytorch_grad_cam._targets import Target, target_scores
 from pytorch_grad_cam.base_cam import BaseCAM
 
 
@@ -61,7 +61,12 @@ class ScoreCAM(BaseCAM):
 
     @numpy_compatible
     def get_cam_weights(
-        self, input_tensor, target_layer, targets, activations, grads
+        self,
+        input_tensor: torch.Tensor,
+        target_layer: nn.Module,
+        targets: list[Target] | None,
+        activations: torch.Tensor,
+        grads: torch.Tensor,
     ) -> torch.Tensor:
         batch_size = check_batch_size(self.batch_size)
         targets = require_targets("ScoreCAM", targets)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytorch_grad_cam._targets import Target
 from pytorch_grad_cam.base_cam import BaseCAM
 
 
@@ -72,6 +73,11 @@ class ShapleyCAM(BaseCAM):
         return corrected
 
     def get_cam_weights(
-        self, input_tensor, target_layer, targets, activations, grads
+        self,
+        input_tensor: torch.Tensor,
+        target_layer: nn.Module,
+        targets: list[Target] | None,
+        activations: torch.Tensor,
+        grads: torch.Tensor,
     ) -> torch.Tensor:
         return grads.mean(dim=tuple(range(2, grads.ndim)))
