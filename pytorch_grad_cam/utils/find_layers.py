@@ -348,3 +348,23 @@ def _verified_last_conv(model: nn.Module) -> nn.Module:
         f"maps). Last candidate layers (output shape for a batch of one): "
         f"{', '.join(candidates[-_MAX_CANDIDATES:]) or 'none'}"
     )
+
+
+def family_reshape_transform(model: nn.Module, layer: nn.Module) -> ReshapeTransform | None:
+    """The reshape transform ``layer`` needs if it is a token layer of a known transformer
+    family (torchvision/timm ViT, Swin), as ``find_target_layer`` would pick; else None.
+
+    A layer inside the family's transformer blocks (not a convolution) outputs tokens (ViT:
+    (B, N, C)) or channels-last maps (Swin: (B, H, W, C)).
+    """
+    found = _known_family(model)
+    if found is None or found[1] is None or isinstance(layer, nn.modules.conv._ConvNd):
+        return None
+    containers = [
+        _walk(model, path)
+        for path in (("encoder", "layers"), ("blocks",), ("features",), ("layers",))
+    ]
+    for container in containers:
+        if container is not None and any(m is layer for m in container.modules()):
+            return found[1]
+    return None
