@@ -48,12 +48,10 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        for module in sorted(set(_EXPORTS.values())):  # every method, for __subclasses__()
-            import_module(f"{__name__}.{module}")
-        value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
+    if name in _EXPORTS:  # the first one asked for loads them all (__subclasses__() lists all)
+        for export, module in _EXPORTS.items():
+            globals()[export] = getattr(import_module(f"{__name__}.{module}"), export)
+        return globals()[name]
     if name in _SUBMODULES:
         return import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,10 @@ __all__ = ["CliError", "main", "parse_args"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a user error, on one line)."""
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as exit:  # --help, or an argument error (already printed)
+        return int(exit.code or 0)
     try:
         from pytorch_grad_cam.cli.runner import run
 

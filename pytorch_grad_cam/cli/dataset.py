@@ -211,6 +211,8 @@ def run_dataset(
         return order.get(record["image"], -1), rank_of_request
 
     if rank == 0:
+        for stale in root.glob("**/.*.tmp"):  # an interrupted write (never a finished file)
+            stale.unlink()
         manifest = Manifest(manifest_path, overwrite=args.overwrite)
         _merge_parts(root, manifest, position)  # what the ranks of an interrupted run wrote
     _barrier(world)

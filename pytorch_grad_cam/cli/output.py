@@ -48,11 +48,18 @@ class OutputDir:
         inside it."""
         self.create()
         target = self.path / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        real = target.parent.resolve() / target.name
-        if self.root not in (real.parent, *real.parent.parents):
-            raise CliError(f"refusing to write {target}: it resolves outside --output-dir")
+        parent = existing = target.parent
+        while not existing.exists():  # checked before anything is created under it
+            existing = existing.parent
+        self._check_inside(existing, target)
+        parent.mkdir(parents=True, exist_ok=True)
+        self._check_inside(parent, target)
         return target
+
+    def _check_inside(self, directory: Path, target: Path) -> None:
+        real = directory.resolve()
+        if real != self.root and self.root not in real.parents:
+            raise CliError(f"refusing to write {target}: it resolves outside --output-dir")
 
     def write_bytes(self, relative: str, data: bytes) -> Path:
         """Write ``data`` to ``relative`` atomically; a symlink there is replaced, not
