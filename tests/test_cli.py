@@ -402,3 +402,21 @@ def test_a_model_failing_on_the_image_is_one_line(capsys, monkeypatch, image_pat
     )
     assert_clean_error(status, err, "--model resnet50 failed on a 224x224 image")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_token_layer_of_a_known_family_gets_its_transform():
+    from torchvision.models import SwinTransformer, VisionTransformer
+
+    vit = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32
+    ).eval()
+    layers, reshape = cli_models.pick_target_layers(vit, ["encoder.layers.-1.ln_1"])
+    assert layers == [vit.encoder.layers[-1].ln_1] and reshape is not None
+    tokens = torch.randn(2, 1 + 16, 16)
+    assert reshape(tokens).shape == (2, 16, 4, 4)
+    assert cli_models.pick_target_layers(vit, ["conv_proj"])[1] is None  # a (B, C, H, W) conv
+    swin = SwinTransformer([4, 4], 8, [1, 1], [1, 2], [4, 4]).eval()
+    _, swin_reshape = cli_models.pick_target_layers(swin, ["features.-1.-1.norm1"])
+    assert swin_reshape(torch.randn(1, 2, 2, 16)).shape == (1, 16, 2, 2)
+    resnet = torchvision.models.resnet18()
+    assert cli_models.pick_target_layers(resnet, ["layer3"])[1] is None

@@ -227,3 +227,12 @@ def test_writes_never_follow_a_symlink_out_of_the_output_dir(capsys, tmp_path):
 def test_a_corrupt_single_image_is_a_one_line_error(capsys, folder, tmp_path):
     status, _, err = run(capsys, "--image-path", str(folder / "broken.jpg"), *MODEL)
     assert status == 2 and "truncated" in err.lower() and len(err.strip().splitlines()) == 1
+
+
+def test_progress_bar_on_stderr_and_silenced(capsys, tmp_path, monkeypatch):
+    argv = ["--demo", "--num-images", "3", "--workers", "0"]
+    assert main([*argv, "--output-dir", str(tmp_path / "a")]) == 0
+    assert "3/3" in capsys.readouterr().err
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert main([*argv, "--output-dir", str(tmp_path / "b")]) == 0
+    assert "3/3" not in capsys.readouterr().err

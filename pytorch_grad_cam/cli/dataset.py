@@ -17,6 +17,7 @@ import glob
 import io
 import json
 import os
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +33,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from pytorch_grad_cam._perturbation import progress_disabled
 from pytorch_grad_cam.cli.args import IMAGE_SUFFIXES, CliError
 from pytorch_grad_cam.cli.gallery import gallery_html
 from pytorch_grad_cam.cli.output import OutputDir, read_rgb
@@ -238,9 +240,10 @@ def run_dataset(
         num_workers=min(workers, len(dataset)),
         collate_fn=_as_list,
     )
-    show = not args.no_progress and rank == 0
+    show = not args.no_progress and rank == 0 and not progress_disabled()
     write = partial(_write_one, out, explainer, args.save_maps)
-    with tqdm(total=len(mine), unit="image", disable=not show, desc=explainer.method) as bar:
+    bar_options = {"unit": "image", "disable": not show, "file": sys.stderr}
+    with tqdm(total=len(mine), desc=explainer.method, **bar_options) as bar:
         for batch in _explain_batches(loader, mine, requests, explainer, write, device):
             part.append(sorted(batch, key=position))
             bar.update(len({r["image"] for r in batch}))
