@@ -1,6 +1,8 @@
 """Ablation-CAM: w_k = (y - y_k) / y with y_k the score when channel k is ablated;
 map = ReLU(sum_k w_k A_k)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -181,7 +183,11 @@ def test_split_and_full_forward_paths_give_the_same_maps(layer_name):
     maps, paths = [], []
     for split in (True, False):
         cam = AblationCAM(model, [layer], batch_size=4, progress=False, split_model=split)
-        maps.append(cam(x, targets))
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            maps.append(cam(x, targets))
+        ran_twice = [w for w in record if "ran 2 times" in str(w.message)]
+        assert len(ran_twice) == (layer_name == "block1.relu")
         paths.append(cam.last_path)
     # Inside block1 the residual input (computed before the target) is broadcast over the
     # ablated copies; block1.relu runs twice per forward pass and its last call is explained.
