@@ -131,12 +131,6 @@ def _as_list(batch: list) -> list:
     return batch
 
 
-def _one_thread(worker: int) -> None:
-    """Decoding workers use one OpenCV thread each (torch already gives them one): several
-    workers with a thread per core each would oversubscribe the cores the model runs on."""
-    cv2.setNumThreads(1)
-
-
 @dataclass
 class Explainer:
     """What a dataset run needs from the model side."""
@@ -245,7 +239,6 @@ def run_dataset(
         batch_size=args.batch_size,
         num_workers=min(workers, len(dataset)),
         collate_fn=_as_list,
-        worker_init_fn=_one_thread,
     )
     show = not args.no_progress and rank == 0 and not progress_disabled()
     write = partial(_write_one, out, explainer, args.save_maps)
