@@ -451,6 +451,11 @@ class BaseCAM:
             input_tensor, target_layer, targets, activations, grads
         )
         if eigen_smooth:
+            health = self.state.health if self.state is not None else None
+            index = next((i for i, m in enumerate(self.target_layers) if m is target_layer), None)
+            if health is not None and index is not None and len(weighted) == health.batch:
+                # the projection turns NaN into 0: check what it is given
+                health.add("weighted finite", index, per_image("finite", as_tensor(weighted)))
             return get_2d_projection(weighted)
         return weighted.sum(axis=1) if isinstance(weighted, np.ndarray) else weighted.sum(dim=1)
 

@@ -581,3 +581,14 @@ def test_a_target_layer_inside_a_torchscript_part_is_reported():
         with pytest.raises(TypeError, match=r"target_layers\[0\] is inside a TorchScript module"):
             GradCAM(model, [layer])
     assert GradCAM(model, [model[1]])(batch(), [1]).shape == (2, 20, 28)  # outside it: fine
+
+
+def test_eigen_smooth_does_not_hide_nan_weights():
+    model = conv_net()
+    cam = NanWeights(model, [model.conv2])
+    expect_clean_error(
+        model,
+        lambda: cam(batch(), [0], eigen_smooth=True),
+        RuntimeError,
+        r"the map of target_layers\[0\] .* is NaN or Inf for image 1",
+    )
