@@ -13,17 +13,20 @@ import ttach as tta
 from torch import nn
 
 from pytorch_grad_cam._arrays import Array, as_numpy, as_tensor, defined_outside_package, like
+from pytorch_grad_cam._call_checks import (
+    check_forward,
+    check_maps,
+    layer_name,
+    reached_images,
+    warn_repeated_calls,
+    warn_single_position,
+)
 from pytorch_grad_cam._checks import (
-    DIM_PEAK,
-    DIM_RANGE,
     CallHealth,
-    check_finite_scores,
     check_not_scripted,
     checked_batch,
-    describe_images,
     per_image,
     spatial_record,
-    warn,
 )
 from pytorch_grad_cam._forward_pass import ForwardPass
 from pytorch_grad_cam._legacy import legacy_constructor_args
@@ -39,7 +42,7 @@ from pytorch_grad_cam._targets import (
     top_class_targets,
 )
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
-from pytorch_grad_cam.utils.find_layers import find_target_layer, suggested_target_layer
+from pytorch_grad_cam.utils.find_layers import find_target_layer
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
@@ -238,7 +241,7 @@ class BaseCAM:
             if self.uses_gradients:
                 self._backpropagate(state, targets)  # 3. gradients
             else:
-                self._check_forward(state)
+                check_forward(self, state)
             per_layer: list[Any]
             if self._foreign("compute_cam_per_layer"):  # 4. per-layer maps
                 per_layer = self.compute_cam_per_layer(input_tensor, targets, eigen_smooth)
@@ -248,7 +251,13 @@ class BaseCAM:
                 per_layer = [as_numpy(cam) for cam in per_layer]
             maps = self.aggregate_multi_layers(per_layer)  # 5. aggregate
             maps = as_tensor(maps, input_tensor.device)
-            self._check_maps(state, maps)
+            check_maps(
+                self,
+                state,
+                maps,
+                normalised_layers=type(self).scale_layer_cam is BaseCAM.scale_layer_cam,
+                normalised_output=not self._foreign("aggregate_multi_layers"),
+            )
             return maps
         finally:
             state.drop_graph()  # the maps keep the graph they need (keep_graph)
@@ -285,14 +294,7 @@ class BaseCAM:
                 )
         if not state.captures:
             raise RuntimeError("none of the target layers was called during the forward pass")
-        for i in range(len(self.target_layers)):
-            calls = len(state.captures_of(i))
-            if calls > 1:
-                warn(
-                    f"{self._layer_name(i)} ran {calls} times in one forward pass (a module "
-                    f"used more than once); {type(self).__name__} explains its last call only, "
-                    "and leaves the earlier calls as they ran"
-                )
+        warn_repeated_calls(self, state)
         state.health = CallHealth(len(input_tensor))
         return state
 
@@ -323,7 +325,7 @@ class BaseCAM:
         """Gradients of the target scores with respect to every captured layer output (and
         the input with ``compute_input_gradient``), handed to ``activations_and_grads``."""
         scores = target_scores(state.outputs, targets)
-        self._check_forward(state, scores, targets)
+        check_forward(self, state, scores, targets)
         tensors = [t for c in state.captures for t in c.graph if t.requires_grad]
         if not scores.requires_grad or not tensors:
             raise RuntimeError(
@@ -345,16 +347,13 @@ class BaseCAM:
                 continue
             if all(g is None for gs in calls for g in gs):
                 raise RuntimeError(
-                    f"the gradient of the targets never reaches {self._layer_name(i)}: the "
+                    f"the gradient of the targets never reaches {layer_name(self, i)}: the "
                     "output does not depend on this layer (unused, detached or frozen branch); "
                     "choose another layer"
                 )
-            if (
-                state.health is not None
-            ):  # which images the explained (last) call's gradient reaches
-                state.health.add(
-                    "raw gradient", i, _reached_images(calls[-1], len(targets), scores.device)
-                )
+            if state.health is not None:  # the images the explained call's gradient reaches
+                reached = reached_images(calls[-1], len(targets), scores.device)
+                state.health.add("raw gradient", i, reached)
         state.publish_gradients(per_capture)
 
     def layer_gradients(
@@ -391,7 +390,7 @@ class BaseCAM:
             if grads is not None:
                 grads = spatial_record(grads, input_tensor, index, layer, "gradients", transformed)
             if activations[0, 0].numel() == 1:
-                self._warn_single_position(index, activations)
+                warn_single_position(self, index, activations)
             if health is not None and grads is not None:
                 health.add("gradient finite", index, per_image("finite", grads))
                 health.add("gradient", index, per_image("nonzero", grads))
@@ -642,174 +641,6 @@ class BaseCAM:
         size = tuple(int(s) for s in self.get_target_width_height(input_tensor))[::-1]
         return torch.zeros((0, *size), device=input_tensor.device)
 
-    # ================================================================= checks of a call
-    def _layer_name(self, index: int) -> str:
-        """'target_layers[i] (Type 'its.name.in.the.model')' for messages."""
-        layer = self.target_layers[index]
-        name = next((n for n, m in self.model.named_modules() if m is layer), "")
-        return f"target_layers[{index}] ({type(layer).__name__}" + (f" '{name}')" if name else ")")
-
-    def _check_forward(
-        self, state: ForwardPass, scores: torch.Tensor | None = None, targets: Any = None
-    ) -> None:
-        """NaN/Inf in the explained layer outputs (and the target scores), with one host
-        sync, before the expensive stages."""
-        explained = {c.layer: c for c in state.captures}  # the last call of each layer
-        tensors = [
-            (i, t) for i, c in sorted(explained.items()) for t in c.graph if t.is_floating_point()
-        ]
-        flags = [torch.isfinite(t.detach()).all() for _, t in tensors]
-        if scores is not None:
-            flags.append(torch.isfinite(scores.detach()).all())
-        if not flags or bool(torch.stack([f.to(flags[0].device) for f in flags]).all()):
-            return
-        batch = len(state.input_tensor)
-        for i, t in tensors:
-            if not bool(torch.isfinite(t.detach()).all()):
-                where = (
-                    f" for {describe_images((~per_image('finite', t)).tolist())}"
-                    if t.ndim and t.shape[0] == batch
-                    else ""
-                )
-                raise RuntimeError(
-                    f"the output of {self._layer_name(i)} contains NaN or Inf{where}, although "
-                    "the input is finite: the model overflows or divides by zero before this "
-                    "layer (e.g. in float16), and a map of it would mean nothing"
-                )
-        if scores is not None:
-            check_finite_scores(scores, targets)
-
-    def _check_maps(self, state: ForwardPass, maps: torch.Tensor) -> None:
-        """After stage 5, with one host sync: raise for NaN/Inf gradients or maps; warn for
-        images whose gradient is zero at a layer, and for degenerate (vanishing) maps."""
-        health = state.health
-        if health is None:
-            return
-        if maps.ndim > 1 and len(maps) == health.batch:
-            health.add("output finite", -1, per_image("finite", maps))
-            health.add("output peak", -1, per_image("peak", maps))
-        flags = health.read()
-        for (kind, i), values in flags.items():
-            if "finite" not in kind or all(values):
-                continue
-            images = describe_images([not v for v in values])
-            if kind == "output finite":
-                raise RuntimeError(
-                    f"the maps are NaN or Inf for {images} although every layer's map is "
-                    "finite: aggregate_multi_layers produced them"
-                )
-            what = "gradient at" if kind == "gradient finite" else "map of"
-            cause = (
-                "the backward pass overflows (e.g. in float16)"
-                if kind == "gradient finite"
-                else "the weighting step (get_cam_weights / get_cam_image) produced them"
-            )
-            raise RuntimeError(
-                f"the {what} {self._layer_name(i)} is NaN or Inf for {images}: {cause}"
-            )
-        for i in range(len(self.target_layers)):
-            reached = flags.get(("gradient", i), flags.get(("raw gradient", i)))
-            if self.require_every_layer and reached is not None and not all(reached):
-                self._warn_zero_gradient(
-                    i, [not r for r in reached], flags.get(("raw gradient", i))
-                )
-        self._check_vanishing(flags)
-
-    def _warn_zero_gradient(self, index: int, zero: list[bool], raw: list[float] | None) -> None:
-        images = describe_images(zero)
-        name = self._layer_name(index)
-        if raw is None or not any(r for r, z in zip(raw, zero) if z):
-            head = _zero_weight_head(self.model)
-            cause = (
-                f"here the model's last linear layer '{head}' has all-zero weights: an untrained "
-                "head (torchvision's ViT initialises its head to zero); load trained weights"
-                if head
-                else "e.g. an untrained classifier head with all-zero weights (torchvision's ViT "
-                "starts so), a saturated target (a softmax probability of 1: explain the logit "
-                "with ClassifierOutputTarget), or a ReLU after the layer that is off everywhere"
-            )
-            warn(
-                f"the gradient of the targets at {name} is exactly zero for {images}, so the map "
-                "is empty: the target scores do not change with this layer's output, there is "
-                f"nothing to explain; {cause}"
-            )
-            return
-        hint = suggested_target_layer(self.model)
-        pick = (
-            f"this model's layer model.{hint}"
-            if hint
-            else "an earlier layer (for a ViT the input of the last block's attention: "
-            "blocks[-1].norm1 in timm, encoder.layers[-1].ln_1 in torchvision)"
-        )
-        warn(
-            f"the gradient of the targets reaches {name} only in parts of its output that the "
-            "map does not use (e.g. the class token of a ViT's last block, the only token its "
-            f"head reads, which reshape_transform drops), so the map is empty for {images}; "
-            f"pick {pick}"
-        )
-
-    def _check_vanishing(self, flags: dict[tuple[str, int], list[float]]) -> None:
-        """Warn for maps whose raw values are too small for min-max normalisation (which
-        divides by range + 1e-7): returned maps peaking below DIM_PEAK, or, with several
-        target layers, per-layer maps that weigh next to nothing in their mean."""
-        ranges = {i: flags[kind, i] for kind, i in flags if kind == "map range"}
-        peaks = flags.get(("output peak", -1))
-        if peaks is not None and not self._foreign("aggregate_multi_layers"):
-            dim = [0 < p < DIM_PEAK for p in peaks]
-            if any(dim):
-                spans = [r for values in ranges.values() for r, d in zip(values, dim) if d]
-                span = f" (span {min(spans):.2g})" if spans else ""
-                scale = self._activation_scale()
-                cause = (
-                    "the layer's activations are themselves tiny (an untrained or badly scaled "
-                    "model?)"
-                    if 0 < scale < 1e-3
-                    else "the target's gradient is vanishing, e.g. a softmax probability on a "
-                    "confident prediction: explain the logit (ClassifierOutputTarget) instead"
-                )
-                warn(
-                    f"the maps of {describe_images(dim)} peak at {min(p for p in peaks if p):.2g} "
-                    f"instead of 1: their raw values{span} are tiny next to the +1e-7 of min-max "
-                    f"normalisation, while the activations reach {scale:.2g}; {cause}"
-                )
-                return
-        if len(self.target_layers) < 2 or type(self).scale_layer_cam is not BaseCAM.scale_layer_cam:
-            return
-        for i, values in ranges.items():
-            dim = [0 < r < DIM_RANGE for r in values]
-            if any(dim):
-                low = min(r for r, d in zip(values, dim) if d)
-                warn(
-                    f"the map of {self._layer_name(i)} is degenerate for {describe_images(dim)}: "
-                    f"its raw values span only {low:.2g} (its activations reach "
-                    f"{self._activation_scale(i):.2g}), so after "
-                    f"min-max normalisation (+1e-7) it peaks at {low / (low + 1e-7):.2g} "
-                    "instead of 1 and weighs next to nothing in the mean over the target layers; "
-                    "the target's gradient at this layer is vanishing"
-                )
-
-    def _activation_scale(self, index: int | None = None) -> float:
-        """The largest |activation| of the explained calls of layer ``index`` (or all)."""
-        if self.state is None:
-            return 0.0
-        values = [
-            float(t.detach().abs().max())
-            for c in self.state.captures
-            if index is None or c.layer == index
-            for t in c.recording
-            if t.is_floating_point() and t.numel()
-        ]
-        return max(values, default=0.0)
-
-    def _warn_single_position(self, index: int, activations: torch.Tensor) -> None:
-        hint = suggested_target_layer(self.model)
-        warn(
-            f"{self._layer_name(index)} gives one position per map (activations of shape "
-            f"{tuple(activations.shape)}): a 1x1 map says nothing about where, and after "
-            "min-max normalisation it is all zero; pick an earlier layer with a spatial layout"
-            + (f", e.g. model.{hint}" if hint else " (e.g. the last convolutional block)")
-        )
-
 
 # --------------------------------------------------------------------- helpers
 def _check_target_layers(model: nn.Module, target_layers: Any) -> list[nn.Module]:
@@ -835,24 +666,3 @@ def _check_target_layers(model: nn.Module, target_layers: Any) -> list[nn.Module
                 "take the layer from the model itself, e.g. target_layers=[model.layer4[-1]]"
             )
     return layers
-
-
-def _zero_weight_head(model: nn.Module) -> str | None:
-    """The name of the model's last Linear layer if its weights are all zero."""
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if linears and not bool(linears[-1][1].weight.detach().any()):
-        return linears[-1][0]
-    return None
-
-
-def _reached_images(
-    grads: Sequence[torch.Tensor | None], batch: int, device: torch.device
-) -> torch.Tensor:
-    """(B,) whether any of a layer output's gradients is non-zero for each image (a tensor
-    without a batch axis counts for every image)."""
-    reached = torch.zeros(batch, dtype=torch.bool, device=device)
-    for g in grads:
-        if g is not None:
-            hit = per_image("nonzero", g) if g.ndim and len(g) == batch else g.ne(0).any()
-            reached = reached | hit.to(device)
-    return reached

@@ -1,4 +1,5 @@
-"""BaseCAM never returns a map it cannot stand behind: bad inputs raise a clear error (and
+"""BaseCAM (and its per-call checks, pytorch_grad_cam._call_checks) never returns a map it
+cannot stand behind: bad inputs raise a clear error (and
 leave the model exactly as it was), degenerate results warn (with the numerics unchanged)."""
 
 import copy
