@@ -1,6 +1,6 @@
-"""BaseCAM (and its per-call checks, pytorch_grad_cam._call_checks) never returns a map it
-cannot stand behind: bad inputs raise a clear error (and
-leave the model exactly as it was), degenerate results warn (with the numerics unchanged)."""
+"""BaseCAM (with its per-call checks, pytorch_grad_cam._call_checks) never returns a map it
+cannot stand behind: bad inputs raise a clear error (and leave the model exactly as it was),
+degenerate results warn (with the numerics unchanged)."""
 
 import copy
 import warnings
