@@ -18,6 +18,8 @@ from pytorch_grad_cam._checks import (
     DIM_PEAK,
     DIM_RANGE,
     NORMALISATION_EPS,
+    CallHealth,
+    all_finite,
     check_finite_scores,
     describe_images,
     per_image,
@@ -70,14 +72,14 @@ def check_forward(
     tensors = [
         (i, t) for i, c in sorted(explained.items()) for t in c.graph if t.is_floating_point()
     ]
-    flags = [torch.isfinite(t.detach()).all() for _, t in tensors]
+    flags = [all_finite(t) for _, t in tensors]
     if scores is not None:
-        flags.append(torch.isfinite(scores.detach()).all())
+        flags.append(all_finite(scores))
     if not flags or bool(torch.stack([f.to(flags[0].device) for f in flags]).all()):
         return
     batch = len(state.input_tensor)
     for i, t in tensors:
-        if not bool(torch.isfinite(t.detach()).all()):
+        if not bool(all_finite(t)):
             where = (
                 f" for {describe_images((~per_image('finite', t)).tolist())}"
                 if t.ndim and t.shape[0] == batch
@@ -111,10 +113,10 @@ def check_maps(
     if health is None:
         return
     if maps.ndim > 1 and len(maps) == health.batch:
-        health.add("output finite", -1, per_image("finite", maps))
+        health.add_finite("output finite", -1, maps)
         health.add("output peak", -1, per_image("peak", maps))
     flags = health.read()
-    _raise_non_finite(cam, flags)
+    _raise_non_finite(cam, health, flags)
     if cam.require_every_layer:
         for i in range(len(cam.target_layers)):
             reached = flags.get(("gradient", i), flags.get(("raw gradient", i)))
@@ -138,11 +140,11 @@ def warn_single_position(cam: Any, index: int, activations: torch.Tensor) -> Non
 
 
 # --------------------------------------------------------------------- the parts
-def _raise_non_finite(cam: Any, flags: Flags) -> None:
+def _raise_non_finite(cam: Any, health: CallHealth, flags: Flags) -> None:
     for (kind, i), values in flags.items():
         if "finite" not in kind or all(values):
             continue
-        images = describe_images([not v for v in values])
+        images = describe_images(health.non_finite_images(kind, i))
         if kind == "output finite":
             raise RuntimeError(
                 f"the maps are NaN or Inf for {images} although every layer's map is finite: "

@@ -392,7 +392,7 @@ class BaseCAM:
             if activations[0, 0].numel() == 1:
                 warn_single_position(self, index, activations)
             if health is not None and grads is not None:
-                health.add("gradient finite", index, per_image("finite", grads))
+                health.add_finite("gradient finite", index, grads)
                 health.add("gradient", index, per_image("nonzero", grads))
             if numpy:
                 activations, grads = as_numpy(activations), as_numpy(grads)
@@ -402,7 +402,7 @@ class BaseCAM:
                 )
                 cam = as_tensor(cam, input_tensor.device).float().clamp_min(0)
                 if health is not None and cam.ndim > 1 and len(cam) == len(input_tensor):
-                    health.add("map finite", index, per_image("finite", cam))
+                    health.add_finite("map finite", index, cam)
                     health.add("map range", index, per_image("range", cam))
                 maps.append(self.scale_layer_cam(cam, size)[:, None])
         return maps
@@ -454,7 +454,7 @@ class BaseCAM:
             index = next((i for i, m in enumerate(self.target_layers) if m is target_layer), None)
             if health is not None and index is not None and len(weighted) == health.batch:
                 # the projection turns NaN into 0: check what it is given
-                health.add("weighted finite", index, per_image("finite", as_tensor(weighted)))
+                health.add_finite("weighted finite", index, as_tensor(weighted))
             return get_2d_projection(weighted)
         return weighted.sum(axis=1) if isinstance(weighted, np.ndarray) else weighted.sum(dim=1)
 
