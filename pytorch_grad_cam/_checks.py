@@ -7,6 +7,7 @@ degenerate maps) are gathered per stage and read with one host synchronisation.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import warnings
@@ -64,7 +65,7 @@ def describe_images(bad: Iterable[bool]) -> str:
 
 def model_floating_dtype(model: nn.Module) -> torch.dtype | None:
     """Dtype of the model's first floating parameter (or buffer); None if it has none."""
-    for tensor in (*model.parameters(), *model.buffers()):
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
         if tensor.is_floating_point():
             return tensor.dtype
     return None
@@ -102,7 +103,7 @@ def checked_batch(
         input_tensor = input_tensor.clone()
     dtype = model_floating_dtype(model) or input_tensor.dtype
     input_tensor = input_tensor.to(device=model_device(model), dtype=dtype)
-    if input_tensor.numel() and not bool(torch.isfinite(input_tensor).all()):
+    if input_tensor.numel() and not bool(all_finite(input_tensor)):
         bad = (~torch.isfinite(input_tensor)).flatten(1).any(dim=1).tolist()
         raise ValueError(
             f"{name} contains NaN or Inf values ({describe_images(bad)}); a map of such an "
@@ -260,17 +261,40 @@ def spatial_record(
     return value.to(input_tensor.device).float()
 
 
+def all_finite(tensor: torch.Tensor) -> torch.Tensor:
+    """0-dim bool tensor: no NaN or Inf in ``tensor`` (min and max propagate NaN, so two
+    reductions do it, without a mask the size of the tensor)."""
+    if not tensor.numel() or not (tensor.is_floating_point() or tensor.is_complex()):
+        return torch.ones((), dtype=torch.bool, device=tensor.device)
+    low, high = torch.aminmax(tensor.detach().reshape(-1))
+    return torch.isfinite(low) & torch.isfinite(high)
+
+
 # --------------------------------------------------------------------- per-call health
 class CallHealth:
     """Per-image flags of one call's layers, gathered as tensors and read with one host sync.
 
     ``add(kind, layer, values)`` stores a (B,) tensor (or a scalar, broadcast to every image);
-    ``read()`` returns ``{(kind, layer): [float per image]}``.
+    ``add_finite(kind, layer, tensor)`` whether a (B, ...) tensor is free of NaN/Inf (the
+    images are found only if it is not: ``non_finite_images``); ``read()`` returns
+    ``{(kind, layer): [float per image]}``.
     """
 
     def __init__(self, batch: int) -> None:
         self.batch = batch
         self.entries: list[tuple[str, int, torch.Tensor]] = []
+        self.sources: dict[tuple[str, int], torch.Tensor] = {}
+
+    def add_finite(self, kind: str, layer: int, tensor: torch.Tensor) -> None:
+        self.add(kind, layer, all_finite(tensor))
+        self.sources[kind, layer] = tensor
+
+    def non_finite_images(self, kind: str, layer: int) -> list[bool]:
+        """Per image, whether the tensor of ``add_finite(kind, layer, ...)`` has NaN/Inf."""
+        source = self.sources[kind, layer]
+        if source.ndim and len(source) == self.batch:
+            return (~per_image("finite", source)).tolist()
+        return [True] * self.batch
 
     def add(self, kind: str, layer: int, values: torch.Tensor) -> None:
         values = values.detach().float().reshape(-1)

@@ -101,6 +101,7 @@ class ForwardPass:
         self.captures = [Capture(c.layer, [], [], c.rebuild) for c in self.captures]
         self.outputs = None
         self.input_leaf = None
+        self.health = None  # (it refers to the call's gradients and maps)
 
     # ----------------------------------------------------------------- the hooks
     def _capture_hook(self, index: int) -> Callable:

@@ -18,6 +18,7 @@ from pytorch_grad_cam._call_checks import (
     check_maps,
     layer_name,
     reached_images,
+    warn_repeated_calls,
     warn_single_position,
 )
 from pytorch_grad_cam._checks import (
@@ -26,7 +27,6 @@ from pytorch_grad_cam._checks import (
     checked_batch,
     per_image,
     spatial_record,
-    warn,
 )
 from pytorch_grad_cam._forward_pass import ForwardPass
 from pytorch_grad_cam._legacy import legacy_constructor_args
@@ -251,7 +251,13 @@ class BaseCAM:
                 per_layer = [as_numpy(cam) for cam in per_layer]
             maps = self.aggregate_multi_layers(per_layer)  # 5. aggregate
             maps = as_tensor(maps, input_tensor.device)
-            check_maps(self, state, maps)
+            check_maps(
+                self,
+                state,
+                maps,
+                normalised_layers=type(self).scale_layer_cam is BaseCAM.scale_layer_cam,
+                normalised_output=not self._foreign("aggregate_multi_layers"),
+            )
             return maps
         finally:
             state.drop_graph()  # the maps keep the graph they need (keep_graph)
@@ -288,14 +294,7 @@ class BaseCAM:
                 )
         if not state.captures:
             raise RuntimeError("none of the target layers was called during the forward pass")
-        for i in range(len(self.target_layers)):
-            calls = len(state.captures_of(i))
-            if calls > 1:
-                warn(
-                    f"{layer_name(self, i)} ran {calls} times in one forward pass (a module "
-                    f"used more than once); {type(self).__name__} explains its last call only, "
-                    "and leaves the earlier calls as they ran"
-                )
+        warn_repeated_calls(self, state)
         state.health = CallHealth(len(input_tensor))
         return state
 
@@ -352,12 +351,9 @@ class BaseCAM:
                     "output does not depend on this layer (unused, detached or frozen branch); "
                     "choose another layer"
                 )
-            if (
-                state.health is not None
-            ):  # which images the explained (last) call's gradient reaches
-                state.health.add(
-                    "raw gradient", i, reached_images(calls[-1], len(targets), scores.device)
-                )
+            if state.health is not None:  # the images the explained call's gradient reaches
+                reached = reached_images(calls[-1], len(targets), scores.device)
+                state.health.add("raw gradient", i, reached)
         state.publish_gradients(per_capture)
 
     def layer_gradients(
@@ -396,7 +392,7 @@ class BaseCAM:
             if activations[0, 0].numel() == 1:
                 warn_single_position(self, index, activations)
             if health is not None and grads is not None:
-                health.add("gradient finite", index, per_image("finite", grads))
+                health.add_finite("gradient finite", index, grads)
                 health.add("gradient", index, per_image("nonzero", grads))
             if numpy:
                 activations, grads = as_numpy(activations), as_numpy(grads)
@@ -406,7 +402,7 @@ class BaseCAM:
                 )
                 cam = as_tensor(cam, input_tensor.device).float().clamp_min(0)
                 if health is not None and cam.ndim > 1 and len(cam) == len(input_tensor):
-                    health.add("map finite", index, per_image("finite", cam))
+                    health.add_finite("map finite", index, cam)
                     health.add("map range", index, per_image("range", cam))
                 maps.append(self.scale_layer_cam(cam, size)[:, None])
         return maps
@@ -454,6 +450,11 @@ class BaseCAM:
             input_tensor, target_layer, targets, activations, grads
         )
         if eigen_smooth:
+            health = self.state.health if self.state is not None else None
+            index = next((i for i, m in enumerate(self.target_layers) if m is target_layer), None)
+            if health is not None and index is not None and len(weighted) == health.batch:
+                # the projection turns NaN into 0: check what it is given
+                health.add_finite("weighted finite", index, as_tensor(weighted))
             return get_2d_projection(weighted)
         return weighted.sum(axis=1) if isinstance(weighted, np.ndarray) else weighted.sum(dim=1)
 

@@ -1,5 +1,6 @@
-"""BaseCAM never returns a map it cannot stand behind: bad inputs raise a clear error (and
-leave the model exactly as it was), degenerate results warn (with the numerics unchanged)."""
+"""BaseCAM (with its per-call checks, pytorch_grad_cam._call_checks) never returns a map it
+cannot stand behind: bad inputs raise a clear error (and leave the model exactly as it was),
+degenerate results warn (with the numerics unchanged)."""
 
 import copy
 import warnings
@@ -581,3 +582,14 @@ def test_a_target_layer_inside_a_torchscript_part_is_reported():
         with pytest.raises(TypeError, match=r"target_layers\[0\] is inside a TorchScript module"):
             GradCAM(model, [layer])
     assert GradCAM(model, [model[1]])(batch(), [1]).shape == (2, 20, 28)  # outside it: fine
+
+
+def test_eigen_smooth_does_not_hide_nan_weights():
+    model = conv_net()
+    cam = NanWeights(model, [model.conv2])
+    expect_clean_error(
+        model,
+        lambda: cam(batch(), [0], eigen_smooth=True),
+        RuntimeError,
+        r"the map of target_layers\[0\] .* is NaN or Inf for image 1",
+    )

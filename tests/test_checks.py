@@ -9,6 +9,7 @@ from torchvision.models.convnext import LayerNorm2d
 
 from pytorch_grad_cam._checks import (
     CallHealth,
+    all_finite,
     check_channels_first,
     check_finite_scores,
     checked_batch,
@@ -147,3 +148,12 @@ def test_check_finite_scores_names_the_target_image_and_column():
     scores = torch.tensor([[0.0, 1.0, 2.0], [0.0, 1.0, float("nan")]])
     with pytest.raises(ValueError, match=r"for image 1 with channel 2 removed;"):
         check_finite_scores(scores, targets, " with channel {k} removed")
+
+
+def test_all_finite_sees_nan_and_both_infinities():
+    x = torch.rand(2, 3, 4)
+    assert bool(all_finite(x)) and bool(all_finite(torch.zeros(0))) and bool(all_finite(x.long()))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        y = x.clone()
+        y[1, 2, 3] = bad
+        assert not bool(all_finite(y)) and not bool(all_finite(y.half()))
