@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytorch_grad_cam._checks import CallHealth
 from pytorch_grad_cam._outputs import flatten_tensors
 
 
@@ -55,6 +56,7 @@ class ForwardPass:
         self.outputs: Any = None  # the model output, with its autograd graph
         self.input_leaf: torch.Tensor | None = None  # set when the input gradient is wanted
         self.input_gradient: torch.Tensor | None = None
+        self.health: CallHealth | None = None  # per-image checks of the call (BaseCAM)
         self._shown: Any = None  # the recording structure handed on to the recorder's hooks
         self._continued: Any = None  # the output structure the model goes on with
 

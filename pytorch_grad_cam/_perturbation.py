@@ -35,6 +35,10 @@ def progress_bar(show: bool, iterable: Iterable, desc: str) -> Iterator:
     Hidden when ``show`` is False or the environment variable ``TQDM_DISABLE`` is set to
     anything but ``""``, ``"0"``, ``"false"`` or ``"no"`` (read at every call).
     """
-    env = os.environ.get("TQDM_DISABLE", "").strip().lower()
-    disable = not show or env not in ("", "0", "false", "no")
+    disable = not show or progress_disabled()
     return iter(tqdm(iterable, desc=desc, disable=disable, file=sys.stderr))
+
+
+def progress_disabled() -> bool:
+    """Whether the environment variable ``TQDM_DISABLE`` asks for no progress bars."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from numbers import Number
 from typing import Any
 
 import numpy as np
 import torch
 
+from pytorch_grad_cam._checks import class_index
 from pytorch_grad_cam._outputs import describe_output, logits_of, select_image
 from pytorch_grad_cam.utils.model_targets import (
     ClassifierOutputReST,
@@ -53,25 +55,42 @@ def resolve_targets(targets: Any, target_category: Any = MISSING) -> Any:
         targets = target_category
     if targets is None or isinstance(targets, TargetsFromOutputs):
         return targets
-    if isinstance(targets, (int, np.integer)) or (
-        isinstance(targets, (list, tuple, np.ndarray))
-        and len(targets) > 0
-        and all(isinstance(t, (int, np.integer)) for t in targets)
-    ):
-        categories = [targets] if isinstance(targets, (int, np.integer)) else list(targets)
-        return [ClassifierOutputTarget(int(c)) for c in categories]
+    if isinstance(targets, (torch.Tensor, np.ndarray)) and targets.ndim > 1:
+        raise ValueError(
+            f"targets as an array must hold one class index per image; got shape "
+            f"{tuple(targets.shape)}"
+        )
+    if _is_scalar(targets):
+        return [ClassifierOutputTarget(class_index(targets, "targets"))]
     if callable(targets):
         return [targets]
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Iterable):
+        raise TypeError(
+            "targets must be None (each image's top class), a class index, a target such as "
+            f"ClassifierOutputTarget(k), or a list of them; got {type(targets).__name__}"
+        )
     targets = list(targets)
     if not targets:
         raise ValueError("targets is empty; pass None for the top class, or one target per image")
+    resolved = []
     for i, target in enumerate(targets):
-        if not callable(target):
+        if _is_scalar(target):
+            target = ClassifierOutputTarget(class_index(target, f"targets[{i}]"))
+        elif not callable(target):
             raise TypeError(
-                f"targets[{i}] must be a callable target such as ClassifierOutputTarget(k); "
-                f"got {type(target).__name__}"
+                f"targets[{i}] must be a callable target such as ClassifierOutputTarget(k), or a "
+                f"class index; got {type(target).__name__}"
             )
-    return targets
+        resolved.append(target)
+    return resolved
+
+
+def _is_scalar(value: Any) -> bool:
+    """A number (or 0-dim array/tensor) where a class index may stand: checked by
+    ``class_index`` (which rejects floats)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim == 0
+    return isinstance(value, (Number, np.number))
 
 
 def broadcast_targets(targets: Sequence[Target], batch: int) -> list[Target]:
@@ -126,6 +145,27 @@ def target_scores(outputs: Any, targets: Sequence[Target]) -> torch.Tensor:
                 f"targets[{i}] ({target!r}) could not read the model output "
                 f"({describe_output(outputs)}): {error}"
             ) from error
-        scores.append(torch.as_tensor(score).sum())
+        scores.append(_score_tensor(score, i, target))
     device = next((s.device for s in scores if s.device.type != "cpu"), scores[0].device)
     return torch.stack([s.to(device) for s in scores])
+
+
+def _score_tensor(score: Any, index: int, target: Any) -> torch.Tensor:
+    """A target's result as a scalar tensor (summed); a TypeError naming ``targets[index]``
+    for anything that is not real numbers."""
+    tensor = None
+    if isinstance(score, torch.Tensor):
+        tensor = score
+    elif isinstance(score, (np.ndarray, np.number)) and score.dtype.kind in "iuf":
+        tensor = torch.as_tensor(np.asarray(score))
+    elif isinstance(score, (int, float)) and not isinstance(score, bool):
+        tensor = torch.as_tensor(score)
+    if tensor is None or tensor.dtype == torch.bool or tensor.is_complex():
+        kind = type(score).__name__ + (
+            f" of dtype {score.dtype}" if hasattr(score, "dtype") else ""
+        )
+        raise TypeError(
+            f"targets[{index}] ({target!r}) returned {kind}; a target must return a tensor of "
+            "scores (a scalar, or values that are summed)"
+        )
+    return tensor.sum()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pytorch_grad_cam._arrays import numpy_compatible
+from pytorch_grad_cam._checks import check_finite_scores
 from pytorch_grad_cam._perturbation import check_batch_size, progress_bar, require_targets
 from pytorch_grad_cam._targets import Target, target_scores
 from pytorch_grad_cam.ablation_layer import AblationLayer
@@ -75,6 +76,19 @@ class AblationCAM(BaseCAM):
         if isinstance(ablation_layer, type):
             name = ablation_layer.__name__
             raise TypeError(f"ablation_layer must be an instance such as {name}(), not the class")
+        if ablation_layer is not None and not (
+            callable(ablation_layer)
+            and all(
+                callable(getattr(ablation_layer, name, None))
+                for name in ("activations_to_be_ablated", "set_next_batch")
+            )
+        ):
+            raise TypeError(
+                "ablation_layer must be an AblationLayer such as AblationLayer() or "
+                f"AblationLayerVit() (or have its methods); got {type(ablation_layer).__name__}"
+            )
+        check_batch_size(batch_size)
+        check_ratio(ratio_channels_to_ablate)
         super().__init__(model, target_layers, reshape_transform, **kwargs)
         self.ablation_layer = AblationLayer() if ablation_layer is None else ablation_layer
         self.batch_size = batch_size
@@ -93,19 +107,20 @@ class AblationCAM(BaseCAM):
         grads: torch.Tensor,
     ) -> torch.Tensor:
         batch_size = check_batch_size(self.batch_size)
-        ratio = self.ratio_channels_to_ablate
-        if isinstance(ratio, bool) or not isinstance(ratio, Real) or not 0 < ratio <= 1:
-            raise ValueError(f"ratio_channels_to_ablate must be in (0, 1]; got {ratio!r}")
+        ratio = check_ratio(self.ratio_channels_to_ablate)
         targets = require_targets("AblationCAM", targets)
         batch, channels = activations.shape[:2]
         device = activations.device
         index = next(i for i, m in enumerate(self.target_layers) if m is target_layer)
+        target_layer_name = f"target_layers[{index}]"
+        assert self.state is not None  # set by the forward pass of this call
         captures = self.state.captures_of(index)
         raw = captures[-1].output()  # the explained call of the layer, as it returned it
         layer = self.ablation_layer
         with torch.no_grad():
             # (on the device even if a target returns Python numbers)
             original = target_scores(self.outputs, targets).float().to(device)
+            check_finite_scores(original, targets, " (nothing ablated)")
             plans = [
                 torch.as_tensor(layer.activations_to_be_ablated(activations[b], ratio)).long()
                 for b in range(batch)
@@ -124,6 +139,7 @@ class AblationCAM(BaseCAM):
                         ablated[b, plans[b][start:stop].to(device)] = scores.to(ablated)
             finally:
                 layer.activations = None  # free the batch of copies of the layer output
+        check_finite_scores(ablated, targets, f" with channel {{k}} of {target_layer_name} ablated")
         denominator = torch.where(original == 0, torch.ones_like(original), original)[:, None]
         return (original[:, None] - ablated) / denominator
 
@@ -159,6 +175,10 @@ class AblationCAM(BaseCAM):
             return full
         n = min(2, len(plans[probe]))
         reference = full(probe, plans[probe], n)
+        if not bool(torch.isfinite(reference).all()):  # raise now, not after every pass
+            scores = reference.new_zeros(len(plans), int(plans[probe].max()) + 1)
+            scores[probe, plans[probe][:n].to(scores.device)] = reference
+            check_finite_scores(scores, targets, " with channel {k} ablated")
         tolerance = 1e-3 * (float(reference.abs().max()) + 1e-6)
         for path in PATHS[:-1]:
             run = runner(path)
@@ -201,3 +221,10 @@ def _replaced_output(
         yield replace
     finally:
         handle.remove()
+
+
+def check_ratio(ratio: Any) -> float:
+    """``ratio_channels_to_ablate`` as a float in (0, 1], or a clear error."""
+    if isinstance(ratio, bool) or not isinstance(ratio, Real) or not 0 < float(ratio) <= 1:
+        raise ValueError(f"ratio_channels_to_ablate must be a number in (0, 1]; got {ratio!r}")
+    return float(ratio)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -14,6 +13,21 @@ import ttach as tta
 from torch import nn
 
 from pytorch_grad_cam._arrays import Array, as_numpy, as_tensor, defined_outside_package, like
+from pytorch_grad_cam._call_checks import (
+    check_forward,
+    check_maps,
+    layer_name,
+    reached_images,
+    warn_single_position,
+)
+from pytorch_grad_cam._checks import (
+    CallHealth,
+    check_not_scripted,
+    checked_batch,
+    per_image,
+    spatial_record,
+    warn,
+)
 from pytorch_grad_cam._forward_pass import ForwardPass
 from pytorch_grad_cam._legacy import legacy_constructor_args
 from pytorch_grad_cam._model_state import eval_mode, model_device
@@ -108,6 +122,7 @@ class BaseCAM:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        check_not_scripted(model)
         model, target_layers, reshape_transform = legacy_constructor_args(
             model, target_layers, reshape_transform, target_layer, use_cuda
         )
@@ -117,6 +132,7 @@ class BaseCAM:
             target_layers, reshape_transform = find_target_layer(model)
         self.model = model
         self.target_layers = _check_target_layers(model, target_layers)
+        check_not_scripted(model, self.target_layers)
         self.reshape_transform = reshape_transform
         self.compute_input_gradient = compute_input_gradient
         if uses_gradients is not None:
@@ -195,7 +211,9 @@ class BaseCAM:
         keep_graph: bool = False,
     ) -> torch.Tensor:
         with self._call_context():
-            input_tensor = self._checked_input(input_tensor)
+            input_tensor = self._checked_input(input_tensor, targets)
+            if not len(input_tensor):
+                return self._empty_maps(input_tensor)
             stage = "forward_augmentation_smoothing" if aug_smooth else "forward"
             if self._foreign(stage):  # grad-cam-style override: numpy in and out
                 if keep_graph:
@@ -222,6 +240,8 @@ class BaseCAM:
             targets = self._explained_targets(state.outputs, targets, batch)  # 2. targets
             if self.uses_gradients:
                 self._backpropagate(state, targets)  # 3. gradients
+            else:
+                check_forward(self, state)
             per_layer: list[Any]
             if self._foreign("compute_cam_per_layer"):  # 4. per-layer maps
                 per_layer = self.compute_cam_per_layer(input_tensor, targets, eigen_smooth)
@@ -230,7 +250,9 @@ class BaseCAM:
             if self._foreign("aggregate_multi_layers"):
                 per_layer = [as_numpy(cam) for cam in per_layer]
             maps = self.aggregate_multi_layers(per_layer)  # 5. aggregate
-            return as_tensor(maps, input_tensor.device)
+            maps = as_tensor(maps, input_tensor.device)
+            check_maps(self, state, maps)
+            return maps
         finally:
             state.drop_graph()  # the maps keep the graph they need (keep_graph)
 
@@ -266,6 +288,15 @@ class BaseCAM:
                 )
         if not state.captures:
             raise RuntimeError("none of the target layers was called during the forward pass")
+        for i in range(len(self.target_layers)):
+            calls = len(state.captures_of(i))
+            if calls > 1:
+                warn(
+                    f"{layer_name(self, i)} ran {calls} times in one forward pass (a module "
+                    f"used more than once); {type(self).__name__} explains its last call only, "
+                    "and leaves the earlier calls as they ran"
+                )
+        state.health = CallHealth(len(input_tensor))
         return state
 
     def forward_context(self) -> AbstractContextManager:
@@ -295,6 +326,7 @@ class BaseCAM:
         """Gradients of the target scores with respect to every captured layer output (and
         the input with ``compute_input_gradient``), handed to ``activations_and_grads``."""
         scores = target_scores(state.outputs, targets)
+        check_forward(self, state, scores, targets)
         tensors = [t for c in state.captures for t in c.graph if t.requires_grad]
         if not scores.requires_grad or not tensors:
             raise RuntimeError(
@@ -310,23 +342,21 @@ class BaseCAM:
         per_capture = [
             [next(flow) if t.requires_grad else None for t in c.graph] for c in state.captures
         ]
-        for i, layer in enumerate(self.target_layers):
-            got = [g for c, gs in zip(state.captures, per_capture) if c.layer == i for g in gs]
-            if not self.require_every_layer or not got:
+        for i in range(len(self.target_layers)):
+            calls = [gs for c, gs in zip(state.captures, per_capture) if c.layer == i]
+            if not self.require_every_layer or not calls:
                 continue
-            name = f"target_layers[{i}] ({type(layer).__name__})"
-            if all(g is None for g in got):
+            if all(g is None for gs in calls for g in gs):
                 raise RuntimeError(
-                    f"the gradient of the targets never reaches {name}: the output does not "
-                    "depend on this layer (unused, detached or frozen branch); choose another layer"
+                    f"the gradient of the targets never reaches {layer_name(self, i)}: the "
+                    "output does not depend on this layer (unused, detached or frozen branch); "
+                    "choose another layer"
                 )
-            if not any(bool(g.any()) for g in got if g is not None):
-                warnings.warn(
-                    f"the gradient at {name} is zero everywhere, so its map is empty; pick a "
-                    "layer the target depends on (for ViT: a layer before the last block's "
-                    "attention, e.g. blocks[-1].norm1)",
-                    RuntimeWarning,
-                    stacklevel=5,
+            if (
+                state.health is not None
+            ):  # which images the explained (last) call's gradient reaches
+                state.health.add(
+                    "raw gradient", i, reached_images(calls[-1], len(targets), scores.device)
                 )
         state.publish_gradients(per_capture)
 
@@ -353,19 +383,31 @@ class BaseCAM:
         detach = self.state.detach if self.state is not None else self.detach
         # grad-cam-style weighting overrides receive numpy (one copy to the host per layer)
         numpy = detach and any(self._foreign(n) for n in ("get_cam_image", "get_cam_weights"))
+        health = self.state.health if self.state is not None else None
+        transformed = self.reshape_transform is not None
         maps = []
         for index, activations, grads in self._layer_records():
-            activations = _as_spatial(activations, input_tensor, index, "activations")
+            layer = self.target_layers[index]
+            activations = spatial_record(
+                activations, input_tensor, index, layer, "activations", transformed
+            )
             if grads is not None:
-                grads = _as_spatial(grads, input_tensor, index, "gradients")
+                grads = spatial_record(grads, input_tensor, index, layer, "gradients", transformed)
+            if activations[0, 0].numel() == 1:
+                warn_single_position(self, index, activations)
+            if health is not None and grads is not None:
+                health.add("gradient finite", index, per_image("finite", grads))
+                health.add("gradient", index, per_image("nonzero", grads))
             if numpy:
                 activations, grads = as_numpy(activations), as_numpy(grads)
-            layer = self.target_layers[index]
             with torch.no_grad() if detach else nullcontext():
                 cam = self.get_cam_image(
                     input_tensor, layer, targets, activations, grads, eigen_smooth
                 )
                 cam = as_tensor(cam, input_tensor.device).float().clamp_min(0)
+                if health is not None and cam.ndim > 1 and len(cam) == len(input_tensor):
+                    health.add("map finite", index, per_image("finite", cam))
+                    health.add("map range", index, per_image("range", cam))
                 maps.append(self.scale_layer_cam(cam, size)[:, None])
         return maps
 
@@ -521,8 +563,11 @@ class BaseCAM:
         self, stage: Callable, input_tensor: torch.Tensor, targets: Any, eigen_smooth: bool
     ) -> np.ndarray:
         with self._call_context():
-            input_tensor = self._checked_input(input_tensor)
-            return as_numpy(stage(input_tensor, resolve_targets(targets), eigen_smooth))
+            targets = resolve_targets(targets)
+            input_tensor = self._checked_input(input_tensor, targets)
+            if not len(input_tensor):
+                return as_numpy(self._empty_maps(input_tensor))
+            return as_numpy(stage(input_tensor, targets, eigen_smooth))
 
     def compute_cam_per_layer(
         self, input_tensor: torch.Tensor, targets: list[Target] | None, eigen_smooth: bool
@@ -581,24 +626,19 @@ class BaseCAM:
         finally:
             self._lock.release()
 
-    def _checked_input(self, input_tensor: Any) -> torch.Tensor:
-        if not isinstance(input_tensor, torch.Tensor):
-            raise TypeError(
-                f"input_tensor must be a torch.Tensor; got {type(input_tensor).__name__}"
-            )
-        if input_tensor.ndim not in (4, 5):
-            hint = (
-                " (add a batch dimension: input_tensor.unsqueeze(0))"
-                if input_tensor.ndim == 3
-                else ""
-            )
-            raise ValueError(
-                "input_tensor must be a batch of shape (B, C, H, W) or (B, C, D, H, W); "
-                f"got shape {tuple(input_tensor.shape)}{hint}"
-            )
-        if input_tensor.is_inference():
-            input_tensor = input_tensor.clone()
-        return input_tensor.to(model_device(self.model))
+    def _checked_input(self, input_tensor: Any, targets: Any = None) -> torch.Tensor:
+        """The input batch on the model's device and dtype (see ``checked_batch``); a list of
+        targets is checked against its size before the model runs."""
+        input_tensor = checked_batch(input_tensor, self.model)
+        if isinstance(targets, list) and len(input_tensor):
+            broadcast_targets(targets, len(input_tensor))
+        return input_tensor
+
+    def _empty_maps(self, input_tensor: torch.Tensor) -> torch.Tensor:
+        """The (0, *size) maps of an empty batch (the model does not run)."""
+        self.outputs, self.state = None, None
+        size = tuple(int(s) for s in self.get_target_width_height(input_tensor))[::-1]
+        return torch.zeros((0, *size), device=input_tensor.device)
 
 
 # --------------------------------------------------------------------- helpers
@@ -625,19 +665,3 @@ def _check_target_layers(model: nn.Module, target_layers: Any) -> list[nn.Module
                 "take the layer from the model itself, e.g. target_layers=[model.layer4[-1]]"
             )
     return layers
-
-
-def _as_spatial(value: Any, input_tensor: torch.Tensor, index: int, what: str) -> torch.Tensor:
-    """A recorded (reshaped) activation/gradient as float32 (B, C, *spatial) on the input's
-    device; an error if it does not have the input's number of spatial dimensions."""
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
-    if not isinstance(value, torch.Tensor) or value.ndim != input_tensor.ndim:
-        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise ValueError(
-            f"target_layers[{index}] gives {what} of shape {shape}, which is not "
-            f"(B, C, *spatial) with {input_tensor.ndim - 2} spatial dims like the input; token "
-            "layouts (ViT, Swin) need a reshape_transform, e.g. "
-            "pytorch_grad_cam.utils.reshape_transforms.vit_reshape_transform"
-        )
-    return value.to(input_tensor.device).float()

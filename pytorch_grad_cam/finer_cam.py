@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from numbers import Real
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from pytorch_grad_cam._checks import class_index
 from pytorch_grad_cam._composition import ComposedCAM
 from pytorch_grad_cam._outputs import logits_of
 from pytorch_grad_cam._targets import TargetsFromOutputs
@@ -84,7 +87,14 @@ class FinerCAM(ComposedCAM):
         if targets is None:
             if comparison_categories is None:
                 comparison_categories = DEFAULT_COMPARISON_CATEGORIES
-            ranks = [int(r) for r in comparison_categories]
+            ranks = [
+                class_index(r, f"comparison_categories[{i}]")
+                for i, r in enumerate(comparison_categories)
+            ]
+            if target_idx is not None:
+                target_idx = class_index(target_idx, "target_idx")
+            if isinstance(alpha, bool) or not isinstance(alpha, Real) or not math.isfinite(alpha):
+                raise ValueError(f"alpha must be a finite number; got {alpha!r}")
             if not ranks or min(ranks) < 1:
                 raise ValueError(
                     "comparison_categories must be non-empty ranks >= 1 (1 = the class whose "

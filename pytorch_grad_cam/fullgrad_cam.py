@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pytorch_grad_cam._arrays import as_tensor, like, numpy_compatible
+from pytorch_grad_cam._checks import check_not_scripted
 from pytorch_grad_cam._targets import Target
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.find_layers import find_layer_predicate_recursive
@@ -53,6 +54,7 @@ class FullGrad(BaseCAM):
         reshape_transform: Callable[[Any], torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> None:
+        check_not_scripted(model)  # before searching its layers
         legacy_layer = kwargs.pop("target_layer", None)  # the 2021 spelling
         if isinstance(target_layers, nn.Module) or target_layers or legacy_layer is not None:
             warnings.warn(

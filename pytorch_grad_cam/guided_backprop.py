@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from pytorch_grad_cam._checks import checked_batch, class_index, warn
+
 
 class GuidedBackpropReLU(torch.autograd.Function):
     """``relu(x)`` whose backward keeps positive gradients where ``x > 0``.
@@ -148,13 +150,20 @@ class GuidedBackpropReLUModel:
         Returns:
             float32 array of shape (H, W, C) when B is 1, else (B, H, W, C).
         """
-        x = torch.as_tensor(input_img).detach().to(self.device).requires_grad_(True)
+        _check_not_scripted(self.model)
+        wanted = self._requested(target_category)
+        if isinstance(input_img, np.ndarray):
+            input_img = torch.from_numpy(input_img)
+        x = checked_batch(input_img, self.model, "input_img", ndims=(4,))
+        x = x.detach().to(self.device).requires_grad_(True)
+        if not len(x):
+            return np.zeros((0, *x.shape[2:], x.shape[1]), dtype=np.float32)
         modes = {m: m.training for m in self.model.modules()}
         self.model.eval()
         try:
             with torch.enable_grad(), _GuidedReLUMode():
                 output = self.model(x)
-                cats = self._categories(output, target_category)
+                cats = self._categories(output, wanted)
                 score = output[torch.arange(len(cats), device=output.device), cats].sum()
                 (grad,) = torch.autograd.grad(score, x)
         finally:
@@ -164,23 +173,28 @@ class GuidedBackpropReLUModel:
         return result[0] if result.shape[0] == 1 else result
 
     @staticmethod
-    def _categories(
-        output: torch.Tensor, target_category: int | Sequence[int] | None
-    ) -> torch.Tensor:
+    def _requested(target_category: Any) -> int | list[int] | None:
+        """``target_category`` as None, one class index or a list of them (integers only)."""
+        if target_category is None:
+            return None
+        categories: Any = target_category
+        if isinstance(categories, (torch.Tensor, np.ndarray)) and categories.ndim == 1:
+            categories = list(categories)
+        if isinstance(categories, (list, tuple)):
+            return [class_index(c, f"target_category[{i}]") for i, c in enumerate(categories)]
+        return class_index(categories, "target_category")
+
+    @staticmethod
+    def _categories(output: torch.Tensor, wanted: int | list[int] | None) -> torch.Tensor:
         if output.ndim != 2:
             raise ValueError(
                 "GuidedBackpropReLUModel needs a model returning (B, num_classes) scores; "
                 f"got an output of shape {tuple(output.shape)}"
             )
         batch, num_classes = output.shape
-        if target_category is None:
+        if wanted is None:
             return output.argmax(dim=-1)
-        categories: Any = target_category
-        if isinstance(categories, torch.Tensor):
-            categories = categories.tolist()
-        if np.ndim(categories) == 0:
-            categories = [categories] * batch
-        cats = [int(c) for c in categories]
+        cats = [wanted] * batch if isinstance(wanted, int) else wanted
         if len(cats) != batch:
             raise ValueError(
                 f"target_category has {len(cats)} entries for a batch of {batch} images"
@@ -191,3 +205,21 @@ class GuidedBackpropReLUModel:
                 f"target_category {bad[0]} is out of range for a model with {num_classes} classes"
             )
         return torch.tensor(cats, device=output.device)
+
+
+def _check_not_scripted(model: nn.Module) -> None:
+    """TorchScript runs ReLUs where the guided rule cannot reach: an error for a scripted
+    model, a warning for scripted parts."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            f"model is a TorchScript module ({type(model).__name__}), which "
+            "GuidedBackpropReLUModel does not support: its ReLUs run inside TorchScript, where "
+            "the guided backward rule cannot be applied. Pass the original nn.Module"
+        )
+    scripted = [n for n, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)]
+    if scripted:
+        warn(
+            f"model has TorchScript parts ({', '.join(scripted[:3])}): their ReLUs keep the "
+            "ordinary backward, so the result there is a plain gradient, not guided "
+            "backpropagation"
+        )

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pytorch_grad_cam._arrays import numpy_compatible
+from pytorch_grad_cam._checks import check_finite_scores
 from pytorch_grad_cam._perturbation import check_batch_size, progress_bar, require_targets
 from pytorch_grad_cam._targets import Target, target_scores
 from pytorch_grad_cam.base_cam import BaseCAM
@@ -54,6 +55,7 @@ class ScoreCAM(BaseCAM):
         fast_scoring: bool = True,
         **kwargs: Any,
     ) -> None:
+        check_batch_size(batch_size)
         super().__init__(model, target_layers, reshape_transform, **kwargs)
         self.batch_size = batch_size
         self.progress = progress
@@ -70,6 +72,8 @@ class ScoreCAM(BaseCAM):
     ) -> torch.Tensor:
         batch_size = check_batch_size(self.batch_size)
         targets = require_targets("ScoreCAM", targets)
+        reference = target_scores(self.outputs, targets).float()
+        check_finite_scores(reference, targets, " (the unmasked input)")
         batch, channels = activations.shape[:2]
         # One item per distinct (image, activation map): duplicates share a masked input.
         keyed = torch.cat(
@@ -83,7 +87,7 @@ class ScoreCAM(BaseCAM):
         images, maps = items[:, 0].long(), items[:, 1:].reshape(-1, 1, *activations.shape[2:])
         image_list = images.tolist()
         scores = torch.empty(len(items), device=activations.device)
-        memory_format = self._memory_format(input_tensor, targets)
+        memory_format = self._memory_format(input_tensor, targets, reference)
         # one buffer for every batch of masked inputs (no per-batch allocation to fragment)
         buffer = torch.empty(
             (min(batch_size, len(items)), *input_tensor.shape[1:]),
@@ -102,15 +106,19 @@ class ScoreCAM(BaseCAM):
                     outputs, [targets[i] for i in image_list[start:stop]]
                 ).float()
                 del masked, outputs
-        return torch.softmax(scores[inverse].reshape(batch, channels), dim=1)
+        per_channel = scores[inverse].reshape(batch, channels)
+        check_finite_scores(per_channel, targets, " masked by the activation map of channel {k}")
+        return torch.softmax(per_channel, dim=1)
 
-    def _memory_format(self, input_tensor: torch.Tensor, targets: list) -> torch.memory_format:
+    def _memory_format(
+        self, input_tensor: torch.Tensor, targets: list, reference: torch.Tensor
+    ) -> torch.memory_format:
         """Channels-last on the CPU for 4-D inputs when ``fast_scoring`` is on and the model
-        gives the same target scores on the input laid out that way; else contiguous."""
+        gives the same target scores (``reference``) on the input laid out that way; else
+        contiguous."""
         plain = torch.contiguous_format
         if not (self.fast_scoring and input_tensor.device.type == "cpu" and input_tensor.ndim == 4):
             return plain
-        reference = target_scores(self.outputs, targets).float()
         try:
             with torch.no_grad():
                 outputs = self.model(input_tensor.contiguous(memory_format=torch.channels_last))

@@ -1,10 +1,13 @@
 """Ablation-CAM: w_k = (y - y_k) / y with y_k the score when channel k is ablated;
 map = ReLU(sum_k w_k A_k)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from conftest import ProbeNet, conv_net, make_probe_case, make_two_layer_case, postprocess
+from snapshot import ModelSnapshot, expect_clean_error
 from torch import nn
 
 from pytorch_grad_cam import AblationCAM, AblationLayer, AblationLayerVit
@@ -181,7 +184,11 @@ def test_split_and_full_forward_paths_give_the_same_maps(layer_name):
     maps, paths = [], []
     for split in (True, False):
         cam = AblationCAM(model, [layer], batch_size=4, progress=False, split_model=split)
-        maps.append(cam(x, targets))
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            maps.append(cam(x, targets))
+        ran_twice = [w for w in record if "ran 2 times" in str(w.message)]
+        assert len(ran_twice) == (layer_name == "block1.relu")
         paths.append(cam.last_path)
     # Inside block1 the residual input (computed before the target) is broadcast over the
     # ablated copies; block1.relu runs twice per forward pass and its last call is explained.
@@ -398,3 +405,52 @@ def test_cuda_matches_cpu(split):
     finally:
         model.cpu()
     np.testing.assert_allclose(gpu, cpu, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- reliability
+
+
+class NanAfter:
+    """The logit of class 0, then NaN from the ``after``-th image scored on."""
+
+    def __init__(self, after):
+        self.after, self.calls = after, 0
+
+    def __call__(self, output):
+        self.calls += 1
+        return output[0] if self.calls <= self.after else output[0] * float("nan")
+
+    def __repr__(self):
+        return "NanAfter()"
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_a_non_finite_score_of_an_ablated_copy_names_the_target_and_channel(split):
+    model = TinyResNet().eval()
+    cam = AblationCAM(model, [model.block2], progress=False, split_model=split)
+    expect_clean_error(
+        model,
+        lambda: cam(torch.rand(2, 3, 16, 16), [ClassifierOutputTarget(0), NanAfter(after=1)]),
+        ValueError,
+        r"targets\[1\] \(NanAfter\(\)\) gives a non-finite score \(nan\) for image 1 with "
+        r"channel 0 .*ablated",
+    )
+    with pytest.raises(ValueError, match=r"targets\[0\] .* for image 0 \(nothing ablated\)"):
+        cam(torch.rand(1, 3, 16, 16), [NanAfter(after=0)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"ablation_layer": "vit"}, TypeError, "ablation_layer must be an AblationLayer .*got str"),
+        ({"ablation_layer": nn.ReLU()}, TypeError, "ablation_layer must be an AblationLayer"),
+        ({"batch_size": 0}, ValueError, "batch_size must be a positive integer"),
+        ({"ratio_channels_to_ablate": 1.5}, ValueError, r"ratio_channels_to_ablate .*\(0, 1\]"),
+    ],
+)
+def test_bad_options_are_reported_at_construction(kwargs, error, match):
+    model = TinyResNet().eval()
+    before = ModelSnapshot.of(model)
+    with pytest.raises(error, match=match):
+        AblationCAM(model, [model.block2], **kwargs)
+    before.assert_unchanged(model)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import ttach as tta
 from conftest import Conv3dNet, conv_net, make_probe_case
+from snapshot import ModelSnapshot
 from torch import nn
 
 from pytorch_grad_cam import (
@@ -354,17 +355,17 @@ def test_hooks_and_memory_do_not_accumulate_without_release():
 
 
 def check_error_is_clean(model, cam, call, error, match, then=None):
-    """``call`` raises ``error`` matching ``match``, the model keeps no hooks and is unchanged,
-    and (if ``then`` is given) the same CAM object works on the correct call ``then``."""
+    """``call`` raises ``error`` matching ``match``, the model keeps no hooks and is unchanged
+    (``snapshot.ModelSnapshot``: flags, parameters, buffers, ``requires_grad``, ``.grad``), and
+    (if ``then`` is given) the same CAM object works on the correct call ``then``."""
     model.train()
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = ModelSnapshot.of(model)
     with pytest.raises(error, match=match):
         call()
     assert hook_count(model) == 0
     assert all(m.training for m in model.modules())
     assert all(p.grad is None for p in model.parameters())
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, state[k])
+    before.assert_unchanged(model)
     if then is not None:
         result = then()
         assert_valid_cam(result, result.shape)

@@ -93,3 +93,23 @@ def test_resnet18_layers():
     net.eval()
     with torch.no_grad():
         assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 1000)
+
+
+def test_suggested_target_layer_names_the_families_layer():
+    import torchvision
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    from pytorch_grad_cam.utils.find_layers import suggested_target_layer
+
+    tv_vit = torchvision.models.VisionTransformer(32, 8, 1, 2, 16, 16)
+    swin = torchvision.models.SwinTransformer([4, 4], 16, [1, 1], [1, 1], [4, 4])
+    timm_vit = TimmViT(img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2)
+    assert suggested_target_layer(resnet18()) == "layer4[-1]"
+    assert suggested_target_layer(tv_vit) == (
+        "encoder.layers[-1].ln_1 (with reshape_transform=vit_reshape_transform)"
+    )
+    assert suggested_target_layer(swin) == (
+        "features[-1][-1].norm1 (with reshape_transform=swinT_reshape_transform)"
+    )
+    assert suggested_target_layer(timm_vit).startswith("blocks[-1].norm1 (with")
+    assert suggested_target_layer(nn.Sequential(nn.Conv2d(3, 4, 3))) is None

@@ -105,3 +105,33 @@ def test_wrapper_delegates_and_releases(model):
         assert cam.outputs.shape == (1, 7)
     assert all(not m._forward_hooks for m in model.modules())
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"target_idx": 2.7}, TypeError, "target_idx must be an integer class index"),
+        ({"target_idx": np.float64(2)}, TypeError, "target_idx must be an integer class index"),
+        ({"comparison_categories": [1, 2.5]}, TypeError, r"comparison_categories\[1\] must be"),
+        ({"alpha": float("nan")}, ValueError, "alpha must be a finite number"),
+        ({"alpha": "1"}, ValueError, "alpha must be a finite number"),
+    ],
+)
+def test_bad_arguments_are_rejected_before_the_model_runs(model, kwargs, error, match):
+    runs = []
+    handle = model.register_forward_pre_hook(lambda module, args: runs.append(1))
+    cam = FinerCAM(model, [model[2]])
+    try:
+        with pytest.raises(error, match=match):
+            cam(torch.randn(1, 3, 8, 8), **kwargs)
+    finally:
+        handle.remove()
+    assert runs == []
+
+
+def test_numpy_and_torch_integer_arguments_are_accepted(model):
+    x = torch.randn(2, 3, 8, 8)
+    cam = FinerCAM(model, [model[2]])
+    expected = cam(x, target_idx=3, comparison_categories=[1, 2])
+    got = cam(x, target_idx=np.int64(3), comparison_categories=[torch.tensor(1), np.int32(2)])
+    np.testing.assert_array_equal(got, expected)

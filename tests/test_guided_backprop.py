@@ -225,3 +225,41 @@ def test_inplace_relu_on_the_input_leaves_the_callers_tensor_alone() -> None:
     for i, c in enumerate([2, 0]):  # d/dx of w_c . relu(x), positive gradients only
         expected = (w[c].clamp(min=0) * (x[i].flatten() > 0)).reshape(SHAPE).permute(1, 2, 0)
         np.testing.assert_allclose(got[i], expected.numpy(), rtol=1e-6)
+
+
+def test_float_categories_are_rejected_and_integer_scalars_accepted() -> None:
+    model = FunctionalMLP("module").eval()
+    x = torch.randn(2, *SHAPE)
+    gb = GuidedBackpropReLUModel(model)
+    for bad, name in ((2.7, "target_category"), ([1.5, 2], r"target_category\[0\]")):
+        with pytest.raises(TypeError, match=rf"{name} must be an integer class index"):
+            gb(x, target_category=bad)
+    expected = gb(x, target_category=[1, 2])
+    for same in ([np.int64(1), torch.tensor(2)], np.array([1, 2]), torch.tensor([1, 2])):
+        np.testing.assert_array_equal(gb(x, target_category=same), expected)
+    np.testing.assert_array_equal(gb(x, np.int64(3)), gb(x, 3))
+
+
+def test_bad_inputs_are_named_and_an_empty_batch_is_empty() -> None:
+    model = FunctionalMLP("module").eval()
+    gb = GuidedBackpropReLUModel(model)
+    x = torch.randn(2, *SHAPE)
+    with pytest.raises(TypeError, match="input_img has dtype torch.uint8"):
+        gb((x * 100).to(torch.uint8))
+    x[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"input_img contains NaN or Inf values \(image 1\)"):
+        gb(x)
+    empty = gb(torch.randn(0, *SHAPE))
+    assert empty.shape == (0, 3, 2, 2) and empty.dtype == np.float32
+    np.testing.assert_array_equal(gb(x[:1].numpy()), gb(x[:1]))  # numpy input still works
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated
+def test_torchscript_models_are_rejected_and_scripted_parts_warned_about() -> None:
+    model = FunctionalMLP("module").eval()
+    x = torch.randn(2, *SHAPE)
+    with pytest.raises(TypeError, match="TorchScript module .*guided backward rule"):
+        GuidedBackpropReLUModel(torch.jit.trace(model, x))(x)
+    part = nn.Sequential(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(12, 4))))
+    with pytest.warns(RuntimeWarning, match="TorchScript parts .*plain gradient"):
+        GuidedBackpropReLUModel(part)(x)

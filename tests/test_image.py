@@ -224,3 +224,64 @@ def test_show_cam_on_image_accepts_grayscale_and_tensors(rng):
 def test_show_cam_on_image_rejects_bad_inputs(img, mask, kwargs, name):
     with pytest.raises(ValueError, match=name):
         show_cam_on_image(img, mask, **kwargs)
+
+
+# ---------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+    "img, error, match",
+    [
+        (
+            np.full((4, 4, 3), 200.0, np.float32),
+            ValueError,
+            r"values in \[0, 1\].*\[200.0, 200.0\]",
+        ),
+        (np.full((4, 4, 3), -0.5, np.float32), ValueError, r"values in \[0, 1\]"),
+        (np.full((4, 4, 3), np.nan, np.float32), ValueError, "img contains NaN or Inf"),
+        (np.zeros((4, 4, 3), np.uint16), TypeError, "got dtype uint16"),
+        (np.zeros((4, 4, 3), np.int64), TypeError, "got dtype int64"),
+        (np.zeros((4, 4, 3), bool), TypeError, "got dtype bool"),
+        (np.zeros((0, 4, 3), np.float32), ValueError, "non-empty HxWx3"),
+    ],
+)
+def test_preprocess_image_rejects_images_it_cannot_scale(img, error, match):
+    with pytest.raises(error, match=match):
+        preprocess_image(img)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"std": (0.5, 0.0, 0.5)}, {"std": (0.5, -0.2, 0.5)}, {"mean": (0.5, np.nan, 0.5)}]
+)
+def test_preprocess_image_rejects_zero_std_and_non_finite_statistics(kwargs):
+    with pytest.raises(ValueError, match="std finite and positive"):
+        preprocess_image(np.zeros((4, 4, 3), np.float32), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "target_size, error, match",
+    [
+        (64, TypeError, r"target_size must be a \(width, height\) pair.*got 64"),
+        ("64", TypeError, "target_size must be"),
+        ((64, 0), ValueError, "positive integers"),
+        ((64.5, 32), ValueError, "positive integers"),
+        ((64, 32, 8), ValueError, "target_size must have 2 entries"),
+    ],
+)
+def test_scale_cam_image_rejects_bad_target_sizes(target_size, error, match):
+    with pytest.raises(error, match=match):
+        scale_cam_image(np.zeros((2, 4, 4), np.float32), target_size=target_size)
+
+
+def test_scale_cam_image_accepts_numpy_and_torch_sizes(rng):
+    cams = rng.random((2, 4, 5)).astype(np.float32)
+    expected = scale_cam_image(cams, (7, 6))
+    np.testing.assert_array_equal(scale_cam_image(cams, np.array([7, 6])), expected)
+    np.testing.assert_array_equal(scale_cam_image(cams, torch.Size([7, 6])), expected)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5), (5, 0)])
+def test_show_cam_on_image_on_an_empty_image_raises_instead_of_crashing_opencv(shape):
+    # cv2.applyColorMap on a (0, 0) map kills the interpreter with SIGFPE: checked before.
+    with pytest.raises(ValueError, match=r"img is empty \(shape"):
+        show_cam_on_image(np.zeros((*shape, 3), np.float32), np.zeros(shape, np.float32))

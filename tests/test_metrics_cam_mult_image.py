@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from snapshot import expect_clean_error
 from torch import nn
 
 from pytorch_grad_cam._targets import target_scores
@@ -159,3 +160,60 @@ def test_bad_inputs_raise(case, kwargs, error, match):
         PerturbationConfidenceMetric(multiply_tensor_with_cam, batch_size=0)(
             x, cams, [ClassifierOutputTarget(0)], model
         )
+
+
+# ---------------------------------------------------------------- reliability
+
+
+@pytest.mark.parametrize(
+    "metric", [CamMultImageConfidenceChange, DropInConfidence, IncreaseInConfidence]
+)
+def test_an_empty_batch_gives_empty_scores_without_running_the_model(case, metric):
+    model, x, cams = case
+    runs = []
+    handle = model.register_forward_pre_hook(lambda module, args: runs.append(1))
+    try:
+        got = metric()(x[:0], cams[:0], [ClassifierOutputTarget(0)], model)
+        scores, images = metric()(x[:0], cams[:0], [0], model, return_visualization=True)
+    finally:
+        handle.remove()
+    assert got.shape == (0,) and got.dtype == np.float32 and scores.shape == (0,)
+    assert images.shape == (0, 2, 4, 5) and runs == []
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        ({"cams": "nan"}, ValueError, r"cams contain NaN or Inf values \(image 1\)"),
+        ({"input_tensor": "uint8"}, TypeError, "input_tensor has dtype torch.uint8"),
+        (
+            {"input_tensor": "nan"},
+            ValueError,
+            r"input_tensor contains NaN or Inf values \(image 2\)",
+        ),
+        ({"targets": [2.5]}, TypeError, r"targets\[0\] must be an integer class index"),
+    ],
+)
+def test_bad_values_raise_and_leave_the_model_unchanged(case, change, error, match):
+    model, x, cams = case
+    args = {"input_tensor": x, "cams": cams, "targets": [ClassifierOutputTarget(0)], "model": model}
+    if change.get("cams") == "nan":
+        args["cams"] = cams.copy()
+        args["cams"][1, 0, 0] = np.nan
+    elif change.get("input_tensor") == "uint8":
+        args["input_tensor"] = (x * 255).to(torch.uint8)
+    elif change.get("input_tensor") == "nan":
+        args["input_tensor"] = x.clone()
+        args["input_tensor"][2, 0, 0, 0] = float("inf")
+    else:
+        args.update(change)
+    expect_clean_error(model, lambda: DropInConfidence()(**args), error, match)
+
+
+def test_float64_inputs_are_cast_to_the_model(case):
+    model, x, cams = case
+    targets = [ClassifierOutputTarget(1)]
+    np.testing.assert_array_equal(
+        DropInConfidence()(x.double(), cams, targets, model),
+        DropInConfidence()(x, cams, targets, model),
+    )

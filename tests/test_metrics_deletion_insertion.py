@@ -116,3 +116,23 @@ def test_area_under_curve():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         DeletionCurve(**kwargs)
+
+
+# ---------------------------------------------------------------- reliability
+
+
+@pytest.mark.parametrize("metric", [DeletionCurve, InsertionCurve])
+def test_an_empty_batch_gives_empty_curves(metric):
+    model = linear_model(2, 4, 4)
+    auc, curves = metric(n_steps=4)(
+        torch.rand(0, 2, 4, 4), np.zeros((0, 4, 4)), [0], model, return_curves=True
+    )
+    assert auc.shape == (0,) and curves.shape == (0, 5)
+
+
+@pytest.mark.parametrize("metric", [DeletionCurve, InsertionCurve])
+def test_nan_maps_raise(metric):
+    cams = np.zeros((2, 4, 4), np.float32)
+    cams[1, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"cams contain NaN or Inf values \(image 1\)"):
+        metric()(torch.rand(2, 2, 4, 4), cams, [ClassifierOutputTarget(0)], linear_model(2, 4, 4))

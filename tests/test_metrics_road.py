@@ -286,3 +286,35 @@ def test_averager_with_a_generic_metric():
     )
     np.testing.assert_allclose(result, [20, 20])
     assert calls == [10, 30]
+
+
+# ---------------------------------------------------------------- reliability
+
+
+def road_metrics():
+    return [
+        ROADMostRelevantFirst(50),
+        ROADLeastRelevantFirst(50),
+        ROADMostRelevantFirstAverage([30, 70]),
+        ROADLeastRelevantFirstAverage([30, 70]),
+        ROADCombined([30, 70]),
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_an_empty_batch_gives_empty_scores(index):
+    metric = road_metrics()[index]
+    model = linear_model()
+    got = metric(torch.rand(0, 3, 8, 8), np.zeros((0, 8, 8), np.float32), [0], model)
+    assert np.asarray(got).shape == (0,)
+    empty = NoisyLinearImputer()(torch.rand(0, 1, 8, 8), torch.ones(0, 8, 8))
+    assert empty.shape == (0, 1, 8, 8)
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_nan_maps_raise_instead_of_scoring_nonsense(index):
+    metric = road_metrics()[index]
+    cams = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+    cams[0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match=r"cams contain NaN or Inf values \(image 0\)"):
+        metric(torch.rand(2, 3, 8, 8), cams, [ClassifierOutputTarget(0)], linear_model())

@@ -14,6 +14,7 @@ from pytorch_grad_cam.utils.model_targets import (
     ClassifierOutputSoftmaxTarget,
     ClassifierOutputTarget,
     FasterRCNNBoxScoreTarget,
+    FinerWeightedTarget,
     RawScoresOutputTarget,
     SemanticSegmentationTarget,
     SoftmaxOutputTarget,
@@ -218,3 +219,36 @@ def test_faster_rcnn_no_predictions():
 def test_faster_rcnn_accepts_tensor_labels_and_boxes(detections):
     target = FasterRCNNBoxScoreTarget(torch.tensor([1]), torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
     assert target(detections).item() == pytest.approx(1.9, rel=1e-6)
+
+
+# ---------------------------------------------------------------- class indices
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        ClassifierOutputTarget,
+        ClassifierOutputSoftmaxTarget,
+        ClassifierOutputReST,
+        BinaryClassifierOutputTarget,
+        lambda c: SemanticSegmentationTarget(c, np.ones((2, 2))),
+        lambda c: FinerWeightedTarget(c, [1]),
+        lambda c: FinerWeightedTarget(0, [1, c]),
+    ],
+)
+@pytest.mark.parametrize("category", [2.7, 2.0, np.float32(1.0), torch.tensor(2.0)])
+def test_float_class_indices_are_rejected_not_truncated(make, category):
+    with pytest.raises(TypeError, match="must be an integer class index; got the float"):
+        make(category)
+
+
+@pytest.mark.parametrize("category", [2, np.int64(2), np.uint8(2), torch.tensor(2)])
+def test_numpy_and_torch_integer_class_indices_are_accepted(category):
+    target = ClassifierOutputTarget(category)
+    assert target.category == 2 and type(target.category) is int
+    assert target(LOGITS).item() == 3.0
+
+
+def test_finer_weighted_target_rejects_a_non_finite_alpha():
+    with pytest.raises(ValueError, match="alpha must be a finite number"):
+        FinerWeightedTarget(0, [1], alpha=float("nan"))

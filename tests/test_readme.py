@@ -138,7 +138,7 @@ def test_every_exported_method_is_in_the_table() -> None:
     text = README.read_text(encoding="utf-8")
     methods = [
         name
-        for name, obj in vars(pytorch_grad_cam).items()
+        for name, obj in ((n, getattr(pytorch_grad_cam, n)) for n in pytorch_grad_cam.__all__)
         if isinstance(obj, type) and issubclass(obj, BaseCAM) and obj is not BaseCAM
     ]
     assert "GradCAM" in methods

@@ -157,3 +157,12 @@ def test_fasterrcnn_is_differentiable():
     out = fasterrcnn_reshape_transform(OrderedDict([("0", feat), ("pool", torch.ones(1, 1, 2, 2))]))
     out.sum().backward()
     assert feat.grad is not None and feat.grad.abs().sum() > 0
+
+
+def test_vit_given_height_and_width_must_account_for_every_token():
+    tokens = torch.rand(1, 197, 8)
+    with pytest.raises(ValueError, match="leave 148 of the 197 tokens as prefix"):
+        vit_reshape_transform(tokens, height=7, width=7)
+    assert vit_reshape_transform(tokens, 14, 14).shape == (1, 8, 14, 14)
+    # an explicit num_prefix_tokens says it is meant
+    assert vit_reshape_transform(tokens, 7, 7, num_prefix_tokens=148).shape == (1, 8, 7, 7)

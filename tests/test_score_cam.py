@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ProbeNet, conv_net, make_probe_case, make_two_layer_case, postprocess
+from snapshot import ModelSnapshot, expect_clean_error
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -384,3 +385,44 @@ def test_cuda_matches_cpu():
     finally:
         model.cpu()
     np.testing.assert_allclose(gpu, cpu, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- reliability
+
+
+class NanAfter:
+    """The logit of class 0, then NaN from the ``after``-th image scored on."""
+
+    def __init__(self, after: int) -> None:
+        self.after, self.calls = after, 0
+
+    def __call__(self, output):
+        self.calls += 1
+        return output[0] if self.calls <= self.after else output[0] * float("nan")
+
+    def __repr__(self) -> str:
+        return "NanAfter()"
+
+
+def test_a_non_finite_score_of_a_masked_input_names_the_target_and_channel():
+    model = conv_net()
+    cam = ScoreCAM(model, [model.conv2], progress=False, fast_scoring=False)
+    targets = [ClassifierOutputTarget(1), NanAfter(after=1)]  # image 1's masked inputs
+    expect_clean_error(
+        model,
+        lambda: cam(torch.rand(2, 3, 16, 16), targets),
+        ValueError,
+        r"targets\[1\] \(NanAfter\(\)\) gives a non-finite score \(nan\) for image 1 masked by "
+        r"the activation map of channel \d",
+    )
+    with pytest.raises(ValueError, match=r"targets\[0\] .* for image 0 \(the unmasked input\)"):
+        cam(torch.rand(2, 3, 16, 16), [NanAfter(after=0)])
+
+
+@pytest.mark.parametrize("batch_size", [0, 2.5])
+def test_a_bad_batch_size_is_reported_at_construction(batch_size):
+    model = conv_net()
+    before = ModelSnapshot.of(model)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        ScoreCAM(model, [model.conv2], batch_size=batch_size)
+    before.assert_unchanged(model)

@@ -76,3 +76,46 @@ def test_scores_of_structured_outputs_and_python_numbers():
     torch.testing.assert_close(target_scores(outputs, [lambda out: 1.5] * 3), torch.full((3,), 1.5))
     with pytest.raises(TypeError, match=r"targets\[1\].*could not read"):
         target_scores(outputs, [lambda out: out["score"], lambda out: out["missing"], None])
+
+
+def test_resolve_targets_takes_integer_arrays_and_mixed_lists():
+    assert categories(resolve_targets(torch.tensor([2, 0]))) == [2, 0]
+    assert categories(resolve_targets(np.array([1, 3]))) == [1, 3]
+    assert categories(resolve_targets(torch.tensor(4))) == [4]
+    mixed = resolve_targets([1, ClassifierOutputSoftmaxTarget(2)])
+    assert type(mixed[0]) is ClassifierOutputTarget and mixed[0].category == 1
+    assert type(mixed[1]) is ClassifierOutputSoftmaxTarget
+
+
+@pytest.mark.parametrize(
+    "targets, error, match",
+    [
+        (2.5, TypeError, "targets must be an integer class index; got the float 2.5"),
+        (np.float64(1.0), TypeError, "targets must be an integer class index"),
+        ([1, 2.7], TypeError, r"targets\[1\] must be an integer class index; got the float 2.7"),
+        (torch.tensor([1.0, 2.0]), TypeError, r"targets\[0\] must be an integer class index"),
+        (torch.zeros(2, 2, dtype=torch.long), ValueError, "one class index per image"),
+        ("cat", TypeError, "targets must be None .* got str"),
+        (object(), TypeError, "targets must be None .* got object"),
+    ],
+)
+def test_resolve_targets_rejects_floats_and_other_things(targets, error, match):
+    with pytest.raises(error, match=match):
+        resolve_targets(targets)
+
+
+@pytest.mark.parametrize(
+    "returned, kind",
+    [(None, "NoneType"), ("x", "str"), (True, "bool"), (torch.tensor(True), "Tensor of dtype")],
+)
+def test_target_scores_name_a_target_that_returns_no_numbers(returned, kind):
+    logits = torch.rand(2, 3)
+    targets = [ClassifierOutputSoftmaxTarget(0), lambda output: returned]
+    with pytest.raises(TypeError, match=rf"targets\[1\] \(.*\) returned {kind}"):
+        target_scores(logits, targets)
+
+
+def test_target_scores_take_numpy_and_python_numbers():
+    logits = torch.rand(2, 3)
+    got = target_scores(logits, [lambda output: np.float32(1.5), lambda output: 2])
+    assert got.tolist() == [1.5, 2.0]

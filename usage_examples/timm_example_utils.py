@@ -36,7 +36,7 @@ def available_methods() -> dict[str, type]:
     """
     classes = [
         cls
-        for cls in vars(pytorch_grad_cam).values()
+        for cls in (getattr(pytorch_grad_cam, name) for name in pytorch_grad_cam.__all__)
         if isinstance(cls, type)
         and issubclass(cls, pytorch_grad_cam.BaseCAM)
         and cls not in (pytorch_grad_cam.BaseCAM, pytorch_grad_cam.FullGrad)

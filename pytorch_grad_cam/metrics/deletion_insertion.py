@@ -73,6 +73,8 @@ class DeletionCurve:
         images, cam_t, targets = prepare_inputs(input_tensor, cams, targets, model)
         batch, _, height, width = images.shape
         pixels, steps = height * width, self.n_steps + 1
+        if not batch:  # an empty batch: no curves
+            return np.zeros((0, steps), dtype=np.float32)
         device = images.device
         with eval_mode(model), torch.no_grad():
             changed = self._baseline(images)

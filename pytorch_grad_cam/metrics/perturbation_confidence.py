@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pytorch_grad_cam._model_state import eval_mode, model_device
+from pytorch_grad_cam._checks import checked_batch, describe_images
+from pytorch_grad_cam._model_state import eval_mode
 from pytorch_grad_cam._targets import broadcast_targets, resolve_targets
 from pytorch_grad_cam._targets import target_scores as scores_of_batch
 
@@ -58,6 +59,9 @@ class PerturbationConfidenceMetric:
             float32 (B,) scores, and the perturbed (B, C, H, W) images if asked.
         """
         images, cam_t, targets = prepare_inputs(input_tensor, cams, targets, model)
+        if not len(images):  # an empty batch: nothing to score
+            empty = np.zeros(0, dtype=np.float32)
+            return (empty, images) if return_visualization else empty
         with eval_mode(model), torch.no_grad():
             perturbed = self.perturbation(images, cam_t)
             scores = target_scores(model, perturbed, targets, self.batch_size)
@@ -166,6 +170,8 @@ def score_changes(
     if not all(type(m).__call__ is PerturbationConfidenceMetric.__call__ for m in metrics):
         return np.asarray([m(input_tensor, cams, targets, model) for m in metrics], np.float32)
     images, cam_t, targets = prepare_inputs(input_tensor, cams, targets, model)
+    if not len(images):
+        return np.zeros((len(metrics), 0), dtype=np.float32)
     batch_size = metrics[0].batch_size
     perturbations = [m.perturbation for m in metrics]
     imputer = getattr(perturbations[0], "imputer", None)
@@ -215,25 +221,31 @@ def prepare_inputs(
     """Check the metric inputs; move images and cams to the model's device; one target each."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if not isinstance(input_tensor, torch.Tensor) or input_tensor.ndim != 4:
-        shape = getattr(input_tensor, "shape", type(input_tensor).__name__)
-        raise ValueError(f"input_tensor must be a (B, C, H, W) tensor; got {shape}")
-    device = model_device(model)
+    images = checked_batch(input_tensor, model, ndims=(4,)).detach()
     cam_t = torch.as_tensor(
-        cams.detach() if isinstance(cams, torch.Tensor) else np.asarray(cams), device=device
+        cams.detach() if isinstance(cams, torch.Tensor) else np.asarray(cams),
+        device=images.device,
     ).float()
-    expected = (input_tensor.shape[0], *input_tensor.shape[2:])
+    expected = (images.shape[0], *images.shape[2:])
     if tuple(cam_t.shape) != expected:
         raise ValueError(
             f"cams must have shape (B, H, W) = {expected} to match input_tensor; "
             f"got {tuple(cam_t.shape)}"
         )
+    if cam_t.numel() and not bool(torch.isfinite(cam_t).all()):
+        bad = (~torch.isfinite(cam_t)).flatten(1).any(dim=1).tolist()
+        raise ValueError(
+            f"cams contain NaN or Inf values ({describe_images(bad)}); a metric of such a map "
+            "means nothing"
+        )
     if targets is None:
         raise ValueError(
             "targets is required: one target per image, e.g. [ClassifierOutputSoftmaxTarget(k)]"
         )
-    targets = broadcast_targets(resolve_targets(targets), input_tensor.shape[0])
-    return input_tensor.detach().to(device), cam_t, targets
+    targets = resolve_targets(targets)
+    if len(images):
+        targets = broadcast_targets(targets, len(images))
+    return images, cam_t, targets
 
 
 def target_scores(

@@ -88,6 +88,8 @@ class NoisyLinearImputer:
                 "img must be (B, C, H, W) with a (B, H, W) mask, or (C, H, W) with an (H, W) "
                 f"mask; got img {tuple(img.shape)} and mask {tuple(mask.shape)}"
             )
+        if not img.numel():  # nothing to impute
+            return img.clone()[0] if single else img.clone()
         dtype = torch.promote_types(img.dtype, torch.float32)
         hole = (mask == 0).to(dtype)[:, None]
         filled = linear_imputation(img.to(dtype), 1 - hole, self.kernel, self.max_iter, self.tol)

@@ -176,30 +176,70 @@ def _walk(module: Any, path: Path) -> nn.Module | None:
     return module if isinstance(module, nn.Module) else None
 
 
-def _known_family(model: nn.Module) -> tuple[nn.Module, ReshapeTransform | None] | None:
+_TIMM_VIT_LAYER: Path = ("blocks", -1, "norm1")
+_TIMM_SWIN_LAYER: Path = ("layers", -1, "blocks", -1, "norm1")
+
+
+def _family_layer(model: nn.Module) -> tuple[str, Path] | None:
+    """(family, path of the layer a CAM explains) for a known model family."""
     for class_name, path in _TORCHVISION_LAYERS:
-        layer = _walk(model, path)
-        if layer is None or not isinstance(model, getattr(torchvision.models, class_name)):
-            continue
-        if class_name == "VisionTransformer":
-            side = model.image_size // model.patch_size
-            return layer, partial(
-                vit_reshape_transform, height=side, width=side, num_prefix_tokens=1
-            )
-        return layer, swinT_reshape_transform if class_name == "SwinTransformer" else None
-    vit_layer = _walk(model, ("blocks", -1, "norm1"))
-    if vit_layer is not None and isinstance(getattr(model, "num_prefix_tokens", None), int):
+        if _walk(model, path) is not None and isinstance(
+            model, getattr(torchvision.models, class_name)
+        ):
+            return class_name, path
+    if _walk(model, _TIMM_VIT_LAYER) is not None and isinstance(
+        getattr(model, "num_prefix_tokens", None), int
+    ):
+        return "timm ViT", _TIMM_VIT_LAYER
+    if _walk(model, _TIMM_SWIN_LAYER) is not None:
+        return "timm Swin", _TIMM_SWIN_LAYER
+    return None
+
+
+def suggested_target_layer(model: nn.Module) -> str | None:
+    """The layer ``find_target_layer`` picks for a known model family, written as it is
+    reached from the model (e.g. ``"encoder.layers[-1].ln_1"`` for a torchvision ViT), with
+    the reshape transform it needs; None for other models. Runs nothing.
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> suggested_target_layer(resnet18())
+        'layer4[-1]'
+    """
+    found = _family_layer(model)
+    if found is None:
+        return None
+    family, path = found
+    text = "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in path)
+    transform = {
+        "VisionTransformer": "vit_reshape_transform",
+        "timm ViT": "vit_reshape_transform",
+        "SwinTransformer": "swinT_reshape_transform",
+        "timm Swin": "swinT_reshape_transform",
+    }.get(family)
+    return text.lstrip(".") + (f" (with reshape_transform={transform})" if transform else "")
+
+
+def _known_family(model: nn.Module) -> tuple[nn.Module, ReshapeTransform | None] | None:
+    found = _family_layer(model)
+    if found is None:
+        return None
+    family, path = found
+    layer = _walk(model, path)
+    assert layer is not None
+    if family == "VisionTransformer":
+        side = getattr(model, "image_size") // getattr(model, "patch_size")  # noqa: B009
+        return layer, partial(vit_reshape_transform, height=side, width=side, num_prefix_tokens=1)
+    if family == "timm ViT":
         grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
         if grid is not None and not getattr(model, "dynamic_img_size", False):
             # the prefix is then what the grid leaves: CaiT's blocks, e.g., have no class token
             height, width = int(grid[0]), int(grid[1])
-            return vit_layer, partial(vit_reshape_transform, height=height, width=width)
+            return layer, partial(vit_reshape_transform, height=height, width=width)
         prefix = int(getattr(model, "num_prefix_tokens"))  # noqa: B009 (checked above)
-        return vit_layer, partial(vit_reshape_transform, num_prefix_tokens=prefix)
-    swin_layer = _walk(model, ("layers", -1, "blocks", -1, "norm1"))
-    if swin_layer is not None:
-        return swin_layer, swinT_reshape_transform
-    return None
+        return layer, partial(vit_reshape_transform, num_prefix_tokens=prefix)
+    swin = family in ("SwinTransformer", "timm Swin")
+    return layer, swinT_reshape_transform if swin else None
 
 
 def _timm_feature_info(model: nn.Module) -> tuple[nn.Module, ReshapeTransform | None] | None:
@@ -348,3 +388,23 @@ def _verified_last_conv(model: nn.Module) -> nn.Module:
         f"maps). Last candidate layers (output shape for a batch of one): "
         f"{', '.join(candidates[-_MAX_CANDIDATES:]) or 'none'}"
     )
+
+
+def family_reshape_transform(model: nn.Module, layer: nn.Module) -> ReshapeTransform | None:
+    """The reshape transform ``layer`` needs if it is a token layer of a known transformer
+    family (torchvision/timm ViT, Swin), as ``find_target_layer`` would pick; else None.
+
+    A layer inside the family's transformer blocks (not a convolution) outputs tokens (ViT:
+    (B, N, C)) or channels-last maps (Swin: (B, H, W, C)).
+    """
+    found = _known_family(model)
+    if found is None or found[1] is None or isinstance(layer, nn.modules.conv._ConvNd):
+        return None
+    containers = [
+        _walk(model, path)
+        for path in (("encoder", "layers"), ("blocks",), ("features",), ("layers",))
+    ]
+    for container in containers:
+        if container is not None and any(m is layer for m in container.modules()):
+            return found[1]
+    return None

@@ -51,6 +51,15 @@ def scale_cam_image(cam: ArrayLike, target_size: Sequence[int] | None = None) ->
     t = t - t.amin(dim=dims, keepdim=True)
     t = t / (t.amax(dim=dims, keepdim=True) + 1e-7)
     if target_size is not None:
+        if isinstance(target_size, (str, bytes)) or not isinstance(
+            target_size, (Sequence, np.ndarray)
+        ):
+            raise TypeError(
+                "target_size must be a (width, height) pair, or (width, height, depth) for "
+                f"volumes, in OpenCV order; got {target_size!r}"
+            )
+        if not all(isinstance(s, (int, np.integer)) and s > 0 for s in target_size):
+            raise ValueError(f"target_size must hold positive integers; got {tuple(target_size)}")
         size = tuple(int(s) for s in target_size)[::-1]
         if len(size) != t.ndim - 1:
             raise ValueError(
@@ -89,20 +98,43 @@ def preprocess_image(
     Args:
         img: HxWx3 image, float in [0, 1] or uint8 in [0, 255] (divided by 255 first).
         mean: per-channel mean subtracted after scaling to [0, 1].
-        std: per-channel standard deviation divided by after subtracting ``mean``.
+        std: per-channel standard deviation (positive) divided by after subtracting ``mean``.
 
     Returns:
         float32 tensor of shape (1, 3, H, W).
+
+    Raises:
+        TypeError: for other integer (or bool) images: their scale is unknown.
+        ValueError: for float images outside [0, 1] or with NaN/Inf, an empty image, or a
+            non-positive std.
     """
     arr = _to_numpy(img)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"img must be an HxWx3 image; got an array of shape {arr.shape}")
+    if arr.ndim != 3 or arr.shape[2] != 3 or not arr.size:
+        raise ValueError(f"img must be a non-empty HxWx3 image; got an array of shape {arr.shape}")
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0
+    elif not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(
+            f"img must be a float image in [0, 1] or a uint8 image in [0, 255]; got dtype "
+            f"{arr.dtype} (convert it to float and scale it to [0, 1] first, e.g. "
+            "img.astype(np.float32) / 65535 for 16-bit images)"
+        )
+    elif not np.isfinite(arr).all():
+        raise ValueError("img contains NaN or Inf values")
+    elif arr.min() < 0 or arr.max() > 1:
+        raise ValueError(
+            "img must be a float image with values in [0, 1] (divide a 0..255 image by 255, "
+            f"clip interpolation overshoot); got values in [{arr.min()}, {arr.max()}]"
+        )
     mean_a = np.asarray(mean, dtype=np.float32).reshape(-1)
     std_a = np.asarray(std, dtype=np.float32).reshape(-1)
     if mean_a.size != 3 or std_a.size != 3:
         raise ValueError(f"mean and std must have 3 entries; got {mean_a.size} and {std_a.size}")
+    if not (np.isfinite(mean_a).all() and np.isfinite(std_a).all() and (std_a > 0).all()):
+        raise ValueError(
+            f"mean must be finite and std finite and positive (it is divided by); got mean "
+            f"{tuple(mean_a.tolist())}, std {tuple(std_a.tolist())}"
+        )
     arr = (arr.astype(np.float32) - mean_a) / std_a
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None]
 
@@ -132,6 +164,8 @@ def _check_overlay_inputs(img: np.ndarray, mask: np.ndarray, image_weight: float
         raise ValueError(f"image_weight must be in [0, 1]; got {image_weight}")
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"img must be an HxWx3 (or HxW) image; got an array of shape {img.shape}")
+    if not img.size:  # checked before OpenCV, which crashes the process on an empty map
+        raise ValueError(f"img is empty (shape {img.shape}); it needs at least one pixel")
     if img.size and (np.isnan(img).any() or img.max() > 1 or img.min() < 0):
         raise ValueError(
             "img must be a float image with values in [0, 1] (divide a 0..255 image by 255); "

@@ -7,6 +7,7 @@ The classification targets also accept a 2-D (B, N) output and then return one s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 import torchvision
 
+from pytorch_grad_cam._checks import class_index
 from pytorch_grad_cam._outputs import logits_of
 
 
@@ -33,7 +35,7 @@ class _CategoryTarget:
     """Base of the targets parameterised by a single class index."""
 
     def __init__(self, category: int) -> None:
-        self.category = int(category)
+        self.category = class_index(category, f"{type(self).__name__}'s category")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(category={self.category})"
@@ -107,7 +109,7 @@ class SemanticSegmentationTarget:
     """
 
     def __init__(self, category: int, mask: np.ndarray | torch.Tensor) -> None:
-        self.category = int(category)
+        self.category = class_index(category, "SemanticSegmentationTarget's category")
         self.mask = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask)
 
     def __call__(self, model_output: Any) -> torch.Tensor:
@@ -238,11 +240,16 @@ class FinerWeightedTarget:
     def __init__(
         self, main_category: int, comparison_categories: Sequence[int], alpha: float = 1.0
     ) -> None:
-        self.main_category = int(main_category)
-        self.comparison_categories = [int(c) for c in comparison_categories]
+        self.main_category = class_index(main_category, "main_category")
+        self.comparison_categories = [
+            class_index(c, f"comparison_categories[{i}]")
+            for i, c in enumerate(comparison_categories)
+        ]
         if not self.comparison_categories:
             raise ValueError("comparison_categories must contain at least one class index")
         self.alpha = float(alpha)
+        if not math.isfinite(self.alpha):
+            raise ValueError(f"alpha must be a finite number; got {alpha!r}")
 
     def __call__(self, model_output: Any) -> torch.Tensor:
         logits = logits_of(model_output)

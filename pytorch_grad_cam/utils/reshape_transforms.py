@@ -29,7 +29,16 @@ def _vit_grid(
     """Resolve ``(num_prefix_tokens, height, width)`` for ``num_tokens`` ViT tokens."""
     if num_prefix_tokens is None:
         if height is not None and width is not None:
-            candidates = [num_tokens - height * width]
+            prefix = num_tokens - height * width
+            if prefix > _MAX_PREFIX_TOKENS:
+                raise ValueError(
+                    f"height={height} x width={width} = {height * width} grid tokens leave "
+                    f"{prefix} of the {num_tokens} tokens as prefix (class, distillation or "
+                    f"register) tokens, which are at most {_MAX_PREFIX_TOKENS}: height and "
+                    "width must be the patch grid of the input; pass num_prefix_tokens too "
+                    "if that many leading tokens are really meant"
+                )
+            candidates = [prefix]
         else:
             candidates = [1, 0, *range(2, _MAX_PREFIX_TOKENS + 1)]
     else:
@@ -73,8 +82,10 @@ def vit_reshape_transform(
         height: patch-grid height; inferred when None.
         width: patch-grid width; inferred when None.
         num_prefix_tokens: number of leading non-patch tokens. When None it is ``N - H * W``
-            if both sizes are given, else the first of 1, 0, 2, ..., 8 that leaves a square
-            grid (or a grid divisible by the one size given).
+            if both sizes are given (at most 8: the grid must account for the other tokens),
+            else the first of 1, 0, 2, ..., 8 that leaves a square grid (or a grid divisible
+            by the one size given). An inferred square grid may not be the model's: a CAM
+            checks that the grid fits the input's aspect ratio.
 
     Returns:
         tensor of shape (B, C, H, W).

@@ -1,12 +1,14 @@
-"""Tests of the top-level ``cam.py`` command line (offline: random or local weights only)."""
+"""The ``grad-cam`` command (``pytorch_grad_cam.cli``), one image at a time and ``--demo``
+(offline: random or local weights only). Dataset runs: test_cli_dataset.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
 import sys
+import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -17,25 +19,20 @@ import torchvision
 from torch import nn
 
 import pytorch_grad_cam
+from pytorch_grad_cam import cli
+from pytorch_grad_cam.cli import args as cli_args
+from pytorch_grad_cam.cli import models as cli_models
+from pytorch_grad_cam.cli import runner as cli_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 CATEGORIES = torchvision.models.ResNet18_Weights.DEFAULT.meta["categories"]
 PREDICTED = re.compile(r"^predicted class: (\d+) \((.+)\), probability [0-9.]+$", re.M)
-
-
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("cam_cli", ROOT / "cam.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = _load_cli()
+NATIVE = (120, 170, 3)  # the test image's own size: outputs keep it
 
 
 @pytest.fixture
 def image_path(tmp_path: Path) -> str:
-    """A non-square BGR image written with OpenCV (the CLI resizes it to 224x224)."""
+    """A non-square BGR image written with OpenCV (the model sees it at 224x224)."""
     img = np.zeros((120, 170, 3), np.uint8)
     img[:] = (40, 120, 200)
     cv2.circle(img, (60, 60), 35, (250, 250, 20), -1)
@@ -45,7 +42,7 @@ def image_path(tmp_path: Path) -> str:
 
 
 def run_main(capsys, *argv: str) -> tuple[int, str, str]:
-    """``cam.main(argv)`` in this process: (status, stdout, stderr)."""
+    """``grad-cam argv`` in this process: (status, stdout, stderr)."""
     status = cli.main(list(argv))
     captured = capsys.readouterr()
     return status, captured.out, captured.err
@@ -67,8 +64,8 @@ def assert_images(out_dir: Path, names: list[str], shape: tuple[int, int, int]) 
         assert img.shape == shape
 
 
-# ----------------------------------------------------------------------------- as a script
-# One subprocess (the import of torch dominates its cost); the other tests call main().
+# ----------------------------------------------------------------------------- as commands
+# A few subprocesses (the import of torch dominates their cost); the other tests call main().
 
 
 def test_script_offline_without_cached_weights_is_one_line_and_exit_2(image_path, tmp_path):
@@ -87,6 +84,33 @@ def test_script_offline_without_cached_weights_is_one_line_and_exit_2(image_path
     assert not (tmp_path / "output").exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["grad-cam"], [sys.executable, "-m", "pytorch_grad_cam"], [sys.executable, "cam.py"]],
+    ids=["grad-cam", "python-m", "cam.py"],
+)
+def test_help_is_instant_and_the_same_for_every_entry(command):
+    if command == ["grad-cam"]:
+        command = [str(Path(sys.executable).with_name("grad-cam"))]
+    start = time.perf_counter()
+    result = subprocess.run([*command, "--help"], capture_output=True, text=True, cwd=ROOT)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    for fragment in ("--image-path", "manifest.jsonl", "index.html", "examples:", "torchrun"):
+        assert fragment in result.stdout
+    assert "gradcam++" in result.stdout and "(default: resnet50)" in result.stdout
+    assert elapsed < 1.0, f"--help took {elapsed:.2f} s"
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys; from pytorch_grad_cam.cli import main; main(['--help']); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 # ----------------------------------------------------------------------------- in process
 
 
@@ -101,7 +125,8 @@ def test_writes_three_images_and_prints_the_class_name(capsys, image_path, tmp_p
     assert match, out
     assert match.group(2) == CATEGORIES[int(match.group(1))]
     names = ["gradcam_cam.jpg", "gradcam_gb.jpg", "gradcam_cam_gb.jpg"]
-    assert_images(tmp_path / "out", names, (224, 224, 3))
+    assert_images(tmp_path / "out", names, NATIVE)
+    assert "random weights" in out and "no meaning" in out
 
 
 def test_target_categories_each_get_their_images(capsys, image_path, tmp_path):
@@ -115,7 +140,7 @@ def test_target_categories_each_get_their_images(capsys, image_path, tmp_path):
     assert status == 0, err
     assert f"explaining: 1 ({CATEGORIES[1]}), 2 ({CATEGORIES[2]})" in out
     names = [f"gradcam++_{c}_{kind}.jpg" for c in (1, 2) for kind in ("cam", "gb", "cam_gb")]
-    assert_images(tmp_path, names, (224, 224, 3))
+    assert_images(tmp_path, names, NATIVE)
     assert not (tmp_path / "gradcam++_cam.jpg").exists()
 
 
@@ -139,7 +164,7 @@ def test_local_and_cached_weights_are_loaded(capsys, monkeypatch, image_path, tm
         )
         assert status == 0, err
         assert PREDICTED.search(out).groups() == ("7", CATEGORIES[7])
-    assert_images(tmp_path, ["eigencam_cam.jpg", "eigencam_gb.jpg"], (224, 224, 3))
+    assert_images(tmp_path, ["eigencam_cam.jpg", "eigencam_gb.jpg"], NATIVE)
 
 
 def test_fine_tuned_state_dict_with_other_class_count(capsys, image_path, tmp_path):
@@ -158,7 +183,7 @@ def test_fine_tuned_state_dict_with_other_class_count(capsys, image_path, tmp_pa
     assert status == 0, err
     assert re.search(r"^predicted class: 1, probability [0-9.]+$", out, re.M), out
     assert "explaining: 2\n" in out
-    assert_images(tmp_path, ["gradcam_cam.jpg", "gradcam_gb.jpg"], (224, 224, 3))
+    assert_images(tmp_path, ["gradcam_cam.jpg", "gradcam_gb.jpg"], NATIVE)
 
 
 def test_failed_download_is_one_line_and_restores_the_socket_timeout(
@@ -168,7 +193,7 @@ def test_failed_download_is_one_line_and_restores_the_socket_timeout(
     import urllib.error
 
     def no_network(url, dst, hash_prefix=None, progress=True):
-        assert socket.getdefaulttimeout() == cli.DOWNLOAD_TIMEOUT_S
+        assert socket.getdefaulttimeout() == cli_models.DOWNLOAD_TIMEOUT_S
         assert hash_prefix and hash_prefix in url
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
@@ -185,22 +210,12 @@ def test_failed_download_is_one_line_and_restores_the_socket_timeout(
 
 
 def test_out_of_memory_suggests_a_smaller_batch(monkeypatch):
-    class HungryCAM:
-        def __init__(self, **kwargs):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def __call__(self, *args, **kwargs):
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    def hungry_cam(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     args = cli.parse_args(["--demo"])
     with pytest.raises(cli.CliError, match="scorecam ran out of memory on cpu.*--batch-size"):
-        cli.run_cam("scorecam", HungryCAM, None, [], None, torch.zeros(1, 3, 8, 8), [0], args)
+        cli_models.run_cam("scorecam", hungry_cam, torch.zeros(1, 3, 8, 8), [0], args)
 
 
 def test_2021_flag_spellings(capsys, tmp_path):
@@ -250,7 +265,7 @@ def test_demo_target_category_keeps_one_class(capsys, tmp_path):
     assert_clean_error(status, err, "--target-category 2", "2 classes")
 
 
-@pytest.mark.parametrize("method", sorted(cli.available_methods()))
+@pytest.mark.parametrize("method", sorted(cli_args.METHOD_NAMES))
 def test_every_method_runs_from_the_command_line(capsys, tmp_path, method):
     status, out, err = run_main(
         capsys, "--demo", "--method", method, "--output-dir", str(tmp_path), "--batch-size", "16"
@@ -268,6 +283,9 @@ def test_every_method_runs_from_the_command_line(capsys, tmp_path, method):
     ("argv", "fragments"),
     [
         (["--image-path", "IMG", "--method", "nosuchcam"], ["nosuchcam", "gradcam", "eigencam"]),
+        (["--image-path", "IMG", "--batch-size", "0"], ["--batch-size", "positive integer"]),
+        (["--image-path", "IMG", "--seed", "-1"], ["--seed", "2**32"]),
+        (["--image-path", "IMG", "--num-images", "3"], ["--num-images goes with --demo"]),
         (["--image-path", "/no/such/image.png"], ["/no/such/image.png", "no such file"]),
         (["--method", "gradcam"], ["--image-path", "--demo"]),
         (["--image-path", "IMG", "--model", "resnet_9000"], ["resnet_9000"]),
@@ -313,19 +331,19 @@ def test_argparse_errors_exit_2(capsys):
 
 
 def test_method_table_follows_the_package_exports():
-    methods = cli.available_methods()
+    methods = cli_models.available_methods()
     assert methods["gradcam"] is pytorch_grad_cam.GradCAM
     assert methods["gradcam++"] is pytorch_grad_cam.GradCAMPlusPlus
     assert methods["eigengradcam"] is pytorch_grad_cam.EigenGradCAM
     exported = {
         obj
-        for obj in vars(pytorch_grad_cam).values()
+        for obj in map(partial(getattr, pytorch_grad_cam), pytorch_grad_cam.__all__)
         if isinstance(obj, type)
         and issubclass(obj, pytorch_grad_cam.BaseCAM)
         and obj is not pytorch_grad_cam.BaseCAM
     }
     assert exported <= set(methods.values())  # every BaseCAM method, FinerCAM (a wrapper) too
-    for name, class_name in cli.METHOD_NAMES.items():
+    for name, class_name in cli_args.METHOD_NAMES.items():
         assert methods.get(name) is getattr(pytorch_grad_cam, class_name, None)
     assert all(name == name.lower() for name in methods)
 
@@ -333,36 +351,38 @@ def test_method_table_follows_the_package_exports():
 def test_find_layer_walks_names_and_indices():
     model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.Sequential(nn.ReLU(), nn.Identity()))
     model.add_module("head", nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 3)]))
-    assert cli.find_layer(model, "1.-1") is model[1][1]
-    assert cli.find_layer(model, "head.-2") is model.head[0]
-    assert cli.find_layer(model, "head.1") is model.head[1]
+    assert cli_models.find_layer(model, "1.-1") is model[1][1]
+    assert cli_models.find_layer(model, "head.-2") is model.head[0]
+    assert cli_models.find_layer(model, "head.1") is model.head[1]
     with pytest.raises(cli.CliError, match="model.1 has no child 'x'; its children: 0, 1"):
-        cli.find_layer(model, "1.x")
+        cli_models.find_layer(model, "1.x")
     with pytest.raises(cli.CliError, match="index -3 is out of range for model.head"):
-        cli.find_layer(model, "head.-3")
+        cli_models.find_layer(model, "head.-3")
 
 
 def test_default_and_auto_target_layers():
     resnet = torchvision.models.resnet18()
-    layers, reshape = cli.pick_target_layers(resnet, None)
+    layers, reshape = cli_models.pick_target_layers(resnet, None)
     assert layers == [resnet.layer4[-1]] and reshape is None
-    layers, _ = cli.pick_target_layers(resnet, ["layer3", "layer4.-1"])
+    layers, _ = cli_models.pick_target_layers(resnet, ["layer3", "layer4.-1"])
     assert layers == [resnet.layer3, resnet.layer4[-1]]
     find_layers = pytest.importorskip("pytorch_grad_cam.utils.find_layers")
     if not hasattr(find_layers, "find_target_layer"):
         pytest.skip("find_target_layer is not available")
     vgg_like = torchvision.models.mobilenet_v3_small()
     expected, _ = find_layers.find_target_layer(vgg_like)
-    assert cli.pick_target_layers(vgg_like, ["auto"])[0] == list(expected)
-    assert cli.pick_target_layers(vgg_like, None)[0] == list(expected)
+    assert cli_models.pick_target_layers(vgg_like, ["auto"])[0] == list(expected)
+    assert cli_models.pick_target_layers(vgg_like, None)[0] == list(expected)
 
 
 def test_input_size_follows_the_pretrained_weights():
-    assert cli.input_size("resnet50", "DEFAULT") == 224
-    assert cli.input_size("inception_v3", "default") == 299
-    assert cli.input_size("vit_h_14", "DEFAULT") == 518  # its DEFAULT weights need 518 pixels
-    assert cli.input_size("vit_h_14", "none") == 224  # built for 224 without them
-    assert cli.input_size("no_such_model", "DEFAULT") == 224
+    assert cli_models.input_size("resnet50", "DEFAULT") == 224
+    assert cli_models.input_size("inception_v3", "default") == 299
+    assert (
+        cli_models.input_size("vit_h_14", "DEFAULT") == 518
+    )  # its DEFAULT weights need 518 pixels
+    assert cli_models.input_size("vit_h_14", "none") == 224  # built for 224 without them
+    assert cli_models.input_size("no_such_model", "DEFAULT") == 224
 
 
 def test_a_model_failing_on_the_image_is_one_line(capsys, monkeypatch, image_path, tmp_path):
@@ -374,7 +394,7 @@ def test_a_model_failing_on_the_image_is_one_line(capsys, monkeypatch, image_pat
         def forward(self, x):
             return self.layer4(x).mean((2, 3))
 
-    monkeypatch.setattr(cli, "load_model", lambda name, weights: NeedsGray())
+    monkeypatch.setattr(cli_runner, "load_model", lambda name, weights: NeedsGray())
     status, _, err = run_main(
         capsys,
         *("--image-path", image_path, "--target-layer", "layer4.0", "--weights", "none"),
@@ -382,3 +402,21 @@ def test_a_model_failing_on_the_image_is_one_line(capsys, monkeypatch, image_pat
     )
     assert_clean_error(status, err, "--model resnet50 failed on a 224x224 image")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_token_layer_of_a_known_family_gets_its_transform():
+    from torchvision.models import SwinTransformer, VisionTransformer
+
+    vit = VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32
+    ).eval()
+    layers, reshape = cli_models.pick_target_layers(vit, ["encoder.layers.-1.ln_1"])
+    assert layers == [vit.encoder.layers[-1].ln_1] and reshape is not None
+    tokens = torch.randn(2, 1 + 16, 16)
+    assert reshape(tokens).shape == (2, 16, 4, 4)
+    assert cli_models.pick_target_layers(vit, ["conv_proj"])[1] is None  # a (B, C, H, W) conv
+    swin = SwinTransformer([4, 4], 8, [1, 1], [1, 2], [4, 4]).eval()
+    _, swin_reshape = cli_models.pick_target_layers(swin, ["features.-1.-1.norm1"])
+    assert swin_reshape(torch.randn(1, 2, 2, 16)).shape == (1, 16, 2, 2)
+    resnet = torchvision.models.resnet18()
+    assert cli_models.pick_target_layers(resnet, ["layer3"])[1] is None

@@ -1,0 +1,104 @@
+"""Writing under ``--output-dir``: checked before any work, atomic, never outside it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from pytorch_grad_cam.cli.args import CliError
+
+
+class OutputDir:
+    """The output directory of a run.
+
+    Creating it checks, before any computation, that it can be written: the path (or its
+    nearest existing ancestor) must be a writable directory. Files are written atomically
+    (a temporary file in the same directory, then a rename), and a path whose real location
+    (after symlinks) is outside the directory is refused.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        probe = self.path
+        while not probe.exists() and not probe.is_symlink():
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            what = "" if probe == self.path else f" ({probe} is a file)"
+            raise CliError(f"--output-dir {str(self.path)!r} is not a directory{what}")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise CliError(f"--output-dir {str(self.path)!r}: {probe} is not writable")
+
+    def create(self) -> Path:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CliError(f"--output-dir {str(self.path)!r}: {error.strerror}") from error
+        self.root = self.path.resolve()
+        return self.path
+
+    def target(self, relative: str) -> Path:
+        """The path of ``relative`` inside the directory (parents created), checked to stay
+        inside it."""
+        self.create()
+        target = self.path / relative
+        parent = existing = target.parent
+        while not existing.exists():  # checked before anything is created under it
+            existing = existing.parent
+        self._check_inside(existing, target)
+        parent.mkdir(parents=True, exist_ok=True)
+        self._check_inside(parent, target)
+        return target
+
+    def _check_inside(self, directory: Path, target: Path) -> None:
+        real = directory.resolve()
+        if real != self.root and self.root not in real.parents:
+            raise CliError(f"refusing to write {target}: it resolves outside --output-dir")
+
+    def write_bytes(self, relative: str, data: bytes) -> Path:
+        """Write ``data`` to ``relative`` atomically; a symlink there is replaced, not
+        followed."""
+        target = self.target(relative)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return target
+
+    def write_text(self, relative: str, text: str) -> Path:
+        return self.write_bytes(relative, text.encode("utf-8"))
+
+    def write_image(self, relative: str, rgb: np.ndarray) -> Path:
+        """Write an RGB uint8 image (JPEG or PNG, by the name's suffix) atomically."""
+        ok, data = cv2.imencode(Path(relative).suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise CliError(f"could not encode {relative}")
+        return self.write_bytes(relative, data.tobytes())
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """An image file as a uint8 RGB array (H, W, 3), EXIF orientation applied.
+
+    Raises:
+        ValueError: the file cannot be read as an image, or is truncated or corrupt.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()  # a truncated file raises here instead of decoding half grey
+            oriented = ImageOps.exif_transpose(image)
+            return np.asarray(oriented.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"cannot read {path} as an image: {error}") from error
