@@ -11,16 +11,20 @@ perturbs the image according to the map and measures the target's softmax probab
 
 * **confidence change** (``CamMultImageConfidenceChange``): the image multiplied by the map
   (only the highlighted pixels kept), minus the original; higher is better.
-* **ROAD MoRF** (``ROADMostRelevantFirst(75)``): the 25% most relevant pixels replaced by a noisy
+* **ROAD MoRF** (``ROADMostRelevantFirst(90)``): the 10% most relevant pixels replaced by a noisy
   linear imputation of their surroundings (so that the model cannot react to the shape of the
   removed region); a faithful map makes the probability drop: lower is better.
-* **ROAD LeRF** (``ROADLeastRelevantFirst(25)``): the 75% least relevant pixels removed;
+* **ROAD LeRF** (``ROADLeastRelevantFirst(10)``): all but the 10% most relevant pixels removed;
   higher is better.
 * **ROAD combined** (``ROADCombined``): (LeRF - MoRF) / 2 averaged over 20/40/60/80%; higher
   is better, and a good summary.
 * **ARCC** (``metrics.arcc.ARCC``, when the package has it): ROAD combined with the map's
   coherency (the map of the image multiplied by its map should be the same map) and its
   complexity (simpler maps are better).
+
+The thresholds are percentiles of the map's values. As in grad-cam, pixels tied with the
+threshold count as relevant: a map that is zero on more than 100 - p percent of the image makes
+``ROADMostRelevantFirst(p)`` impute every pixel. Small shares of relevant pixels avoid that.
 
 ``randomcam`` (random channel weights) and, when the package has ``sobel_cam``, an edge detector
 that knows nothing about the model are baselines: a method should beat them.
@@ -159,6 +163,7 @@ def sobel_map(rgb: np.ndarray) -> np.ndarray:
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """Run the example; ``argv`` defaults to the command line. Returns the scores by method."""
     args = parse_args(argv)
+    torch.manual_seed(0)  # RandomCAM's weights and ROAD's imputation noise: reproducible runs
     model, layers, rgb, x = load(args)
     model, x = model.to(args.device).eval(), x.to(args.device)
     with torch.no_grad():
@@ -179,8 +184,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     targets = [ClassifierOutputSoftmaxTarget(category)]
     metrics = {
         "confidence change": CamMultImageConfidenceChange(),
-        "ROAD MoRF 75": ROADMostRelevantFirst(percentile=75),
-        "ROAD LeRF 25": ROADLeastRelevantFirst(percentile=25),
+        "ROAD MoRF 90": ROADMostRelevantFirst(percentile=90),
+        "ROAD LeRF 10": ROADLeastRelevantFirst(percentile=10),
         "ROAD combined": ROADCombined(percentiles=[20, 40, 60, 80]),
     }
     scores = {n: {} for n in names}
@@ -211,10 +216,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     # What ROAD feeds the model: the image with the most / the least relevant pixels imputed.
     first = names[0]
     pictures = [titled(np.uint8(255 * big), "image")]
-    for title, metric in (
-        ("MoRF 75", metrics["ROAD MoRF 75"]),
-        ("LeRF 25", metrics["ROAD LeRF 25"]),
-    ):
+    for title in ("ROAD MoRF 90", "ROAD LeRF 10"):
+        metric = metrics[title]
         _, perturbed = metric(x, maps[first][None], targets, model, return_visualization=True)
         shown = perturbed[0].cpu().numpy().transpose(1, 2, 0)
         if args.model != "demo":  # undo the ImageNet normalisation
