@@ -7,7 +7,7 @@ Usage::
 
 How it works:
 
-1. Volumes of ``--size``\\ ^3 voxels are generated: noise holding a bright ball, a bright cube or
+1. Volumes of ``--size`` voxels a side are generated: noise holding a bright ball, a bright cube or
    both. A small 3-D CNN (Conv3d blocks, global average pooling, two outputs: "ball", "cube")
    is trained on them for ``--train-steps`` steps (a few seconds on a CPU; 0 keeps random
    weights, and then the maps have no meaning).
