@@ -144,6 +144,18 @@ def expand(markdown: str, page_path: str, docs_dir: Path) -> str:
     return DIRECTIVE.sub(replace, markdown)
 
 
+def on_config(config: Any) -> Any:
+    """MkDocs event: have griffe read ``Example:`` sections (the package's spelling, which the
+    Google style allows) as examples, rendered as code, like ``Examples:``."""
+    try:
+        from griffe._internal.docstrings import google
+
+        google._section_kind.setdefault("example", google.DocstringSectionKind.examples)
+    except (ImportError, AttributeError):  # another griffe: "Example:" renders as a note
+        pass
+    return config
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """MkDocs event: expand the directives of every page."""
     return expand(markdown, page.file.src_uri, Path(config["docs_dir"]))
