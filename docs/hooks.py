@@ -92,17 +92,21 @@ def example_page(name: str) -> str:
 
 
 def method_entries() -> str:
-    """One mkdocstrings entry per exported CAM method, at the module that defines it."""
+    """One mkdocstrings entry per exported CAM method (a BaseCAM subclass, or a method built on
+    one such as FinerCAM), at the module that defines it."""
     import pytorch_grad_cam
 
+    bases: tuple[type, ...] = (pytorch_grad_cam.BaseCAM,)
+    try:
+        from pytorch_grad_cam._composition import ComposedCAM
+
+        bases += (ComposedCAM,)
+    except ImportError:
+        pass
     entries = []
     for name in sorted(pytorch_grad_cam.__all__):
         cls = getattr(pytorch_grad_cam, name)
-        if (
-            isinstance(cls, type)
-            and issubclass(cls, pytorch_grad_cam.BaseCAM)
-            and cls is not pytorch_grad_cam.BaseCAM
-        ):
+        if isinstance(cls, type) and issubclass(cls, bases) and cls not in bases:
             entries.append(
                 f"::: {cls.__module__}.{cls.__qualname__}\n"
                 "    options:\n"

@@ -100,11 +100,13 @@ def test_links_are_rewritten_for_the_site(hooks):
 
 def test_methods_page_documents_every_exported_method(hooks):
     entries = hooks.method_entries()
+    assert "::: pytorch_grad_cam.finer_cam.FinerCAM\n" in entries  # built on another method
     for name in pytorch_grad_cam.__all__:
         cls = getattr(pytorch_grad_cam, name)
         if isinstance(cls, type) and issubclass(cls, pytorch_grad_cam.BaseCAM):
             if cls is not pytorch_grad_cam.BaseCAM:
                 assert f"::: {cls.__module__}.{name}\n" in entries
+    assert "AblationLayer\n" not in entries and ".BaseCAM\n" not in entries
 
 
 def test_optional_api_entries_only_for_existing_modules(hooks):

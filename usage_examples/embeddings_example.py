@@ -61,7 +61,7 @@ SIZE = 224
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    methods = list(cam_methods(exclude=("FullGrad", "FinerCAM")))  # FinerCAM needs classes
+    methods = list(cam_methods())
     parser = example_parser(__doc__.splitlines()[0], methods, default_method="gradcam")
     parser.add_argument(
         "--concept-path", action="append", metavar="IMG", help="concept image (repeatable)"

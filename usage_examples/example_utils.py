@@ -50,6 +50,18 @@ def note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr)
 
 
+def is_cam_method(cls: object) -> bool:
+    """Whether ``cls`` is a CAM method: a BaseCAM subclass, or a method built on one (FinerCAM)."""
+    bases: tuple[type, ...] = (pytorch_grad_cam.BaseCAM,)
+    try:
+        from pytorch_grad_cam._composition import ComposedCAM
+
+        bases += (ComposedCAM,)
+    except ImportError:
+        pass
+    return isinstance(cls, type) and issubclass(cls, bases) and cls not in bases
+
+
 def cam_methods(exclude: Sequence[str] = NOT_LAYER_METHODS) -> dict[str, type]:
     """Command-line name -> class of the package's CAM methods (``GradCAMPlusPlus`` is
     ``gradcam++``, ``KPCA_CAM`` is ``kpcacam``), without the classes named in ``exclude``."""
@@ -57,12 +69,7 @@ def cam_methods(exclude: Sequence[str] = NOT_LAYER_METHODS) -> dict[str, type]:
     methods = {}
     for name in names:
         cls = getattr(pytorch_grad_cam, name, None)
-        if (
-            isinstance(cls, type)
-            and issubclass(cls, pytorch_grad_cam.BaseCAM)
-            and cls is not pytorch_grad_cam.BaseCAM
-            and name not in exclude
-        ):
+        if is_cam_method(cls) and name not in exclude:
             methods[name.lower().replace("plusplus", "++").replace("_", "")] = cls
     return dict(sorted(methods.items()))
 

@@ -97,7 +97,7 @@ PANEL = 192  # side of each picture of metrics.jpg
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    methods = list(cam_methods(exclude=("FullGrad", "FinerCAM")))
+    methods = list(cam_methods())
     parser = example_parser(
         __doc__.splitlines()[0], methods, default_method=DEFAULT_METHODS, multiple=True
     )
