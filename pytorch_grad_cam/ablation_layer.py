@@ -33,6 +33,18 @@ class AblationLayer(nn.Module):
       copies of the image's layer output;
     * ``self(x)``: the stored copies, copy i with channel ``self.indices[i]`` ablated (``x``, the
       layer's own input or output, is ignored). AblationCAM then drops the used indices.
+
+    Example:
+        >>> import torch
+        >>> layer = AblationLayer()
+        >>> activations = torch.ones(1, 3, 2, 2)  # one image, 3 channels
+        >>> layer.activations_to_be_ablated(activations[0]).tolist()
+        [0, 1, 2]
+        >>> layer.set_next_batch(0, activations, num_channels_to_ablate=3)
+        >>> layer().sum(dim=(2, 3))  # copy i has channel i zeroed
+        tensor([[0., 4., 4.],
+                [4., 0., 4.],
+                [4., 4., 0.]])
     """
 
     channel_dim = 1
@@ -99,6 +111,17 @@ class AblationLayerVit(AblationLayer):
     """Ablates channels of channels-last outputs: ViT tokens (B, tokens, C), Swin (B, H, W, C).
 
     A channel is ablated at every token (prefix tokens such as the class token included).
+
+    Example:
+        >>> import torch
+        >>> layer = AblationLayerVit()
+        >>> tokens = torch.ones(1, 5, 2)  # one image, 5 tokens of 2 channels
+        >>> layer.activations_to_be_ablated(tokens[0].T).tolist()  # (C, tokens)
+        [0, 1]
+        >>> layer.set_next_batch(0, tokens, num_channels_to_ablate=2)
+        >>> layer().sum(dim=1)  # copy i has channel i zeroed at every token
+        tensor([[0., 5.],
+                [5., 0.]])
     """
 
     channel_dim = -1
@@ -111,6 +134,19 @@ class AblationLayerFasterRCNN(AblationLayer):
     concatenates them (with 256 channels per level, index 300 is channel 44 of the second level).
     An ablated channel is set to ``ablation_value`` (-1000, as in the original library: the
     pyramid's features are signed, and a moderate value keeps the detection heads finite).
+
+    Example:
+        >>> from collections import OrderedDict
+        >>> import torch
+        >>> pyramid = OrderedDict(a=torch.zeros(1, 2, 4, 4), b=torch.zeros(1, 2, 2, 2))
+        >>> layer = AblationLayerFasterRCNN()
+        >>> layer.indices = torch.tensor([0, 3])  # channel 0 of "a", channel 1 of "b"
+        >>> layer.set_next_batch(0, pyramid, num_channels_to_ablate=2)
+        >>> ablated = layer()
+        >>> ablated["a"][0, 0, 0, 0].item(), ablated["b"][1, 1, 0, 0].item()
+        (-1000.0, -1000.0)
+        >>> ablated["a"][1].abs().sum().item()  # copy 1 leaves "a" alone
+        0.0
     """
 
     ablation_value = -1000.0

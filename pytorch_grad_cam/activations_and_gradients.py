@@ -30,6 +30,17 @@ class ActivationsAndGradients:
     ``save_gradient`` on the target layers for the duration of each forward pass only.
 
     The hooks hold only a weak reference to this object: dropping it removes them.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+        >>> recorder = ActivationsAndGradients(model, [model[0]])
+        >>> out = recorder(torch.rand(1, 3, 8, 8))
+        >>> out[:, 0].sum().backward()
+        >>> recorder.activations[0].shape, recorder.gradients[0].shape
+        (torch.Size([1, 4, 6, 6]), torch.Size([1, 4, 6, 6]))
+        >>> recorder.release()
     """
 
     def __init__(

@@ -57,7 +57,15 @@ class _GuidedReLUInplace(torch.autograd.Function):
 
 
 class GuidedBackpropReLUasModule(nn.Module):
-    """A ReLU layer with the guided backward rule (``GuidedBackpropReLU``)."""
+    """A ReLU layer with the guided backward rule (``GuidedBackpropReLU``).
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+        >>> GuidedBackpropReLUasModule()(x).backward(torch.tensor([5.0, -1.0, 4.0]))
+        >>> x.grad  # only positive gradients, only where the input was positive
+        tensor([0., 0., 4.])
+    """
 
     def forward(self, input_img: torch.Tensor) -> torch.Tensor:
         return GuidedBackpropReLU.apply(input_img)
@@ -94,6 +102,14 @@ class GuidedBackpropReLUModel:
         model: a classifier returning (B, num_classes) scores; it is left unchanged.
         device: device the input is moved to; None uses the device of the model's parameters.
         use_cuda: deprecated; ``True`` means ``device="cuda"``.
+
+    Example:
+        >>> import torch
+        >>> from pytorch_grad_cam.demo import load_demo_model
+        >>> model = load_demo_model()
+        >>> saliency = GuidedBackpropReLUModel(model)(torch.rand(1, 3, 64, 64), target_category=0)
+        >>> saliency.shape  # (H, W, C) for one image, as grad-cam returns it
+        (64, 64, 3)
     """
 
     def __init__(

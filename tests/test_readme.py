@@ -126,12 +126,14 @@ def test_transformer_and_other_examples_give_maps(readme_namespace: dict) -> Non
 
 def test_install_and_test_commands_are_the_ci_ones() -> None:
     lines = {line.strip() for _, code in fenced_blocks("bash") for line in code.splitlines()}
-    assert 'pip install -e ".[test]"' in lines and 'pip install -e ".[test,lint]"' in lines
+    full = 'pip install -e ".[test,lint,examples,docs]"'
+    assert 'pip install -e ".[test]"' in lines and full in lines
     assert "python -m pytest -q tests" in lines
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
-    assert 'python -m pip install -q -e ".[test,lint]"' in ci
-    checks = [line for line in ci if line.startswith(("ruff", "mypy", "python -m pytest"))]
-    assert len(checks) == 4 and all(line in lines for line in checks)
+    assert f"python -m {full.replace('install', 'install -q')}" in ci
+    prefixes = ("ruff", "mypy", "mkdocs", "python -m pytest")
+    checks = [line.split("  #")[0] for line in ci if line.startswith(prefixes)]
+    assert len(checks) == 5 and all(line in lines for line in checks)
 
 
 def test_every_exported_method_is_in_the_table() -> None:

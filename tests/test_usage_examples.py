@@ -112,6 +112,14 @@ def test_swin_example_with_random_weights(swin, small_models, capsys, tmp_path):
     assert_overlay(output)
 
 
+def test_swin_example_writes_into_the_output_dir(swin, small_models, capsys, tmp_path):
+    swin.main(["--no-pretrained", "--device", "cpu", "--output-dir", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert "random weights: the map has no meaning" in captured.err
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["swinT_gradcam_cam.jpg"]
+    assert_overlay(tmp_path / "out" / "swinT_gradcam_cam.jpg")
+
+
 def test_swin_example_ablationcam_on_channels_last_tokens(swin, small_models, capsys, tmp_path):
     output = tmp_path / "swin_ablation.jpg"
     swin.main(
@@ -144,7 +152,8 @@ def test_a_failing_method_is_one_line_and_exit_2(vit, small_models, monkeypatch,
     with pytest.raises(SystemExit) as info:
         vit.main(["--no-pretrained", "--device", "cpu", "--output", str(output)])
     assert info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
+    err = capsys.readouterr().err.strip().splitlines()
+    lines = [line for line in err if not line.startswith("note: ")]  # notes may come first
     assert lines == [
         "error: --method gradcam failed on deit_tiny_patch16_224: derivative for "
         "aten::something is not implemented"
@@ -167,6 +176,7 @@ def test_bad_input_is_one_line_and_exit_2(request, capsys, tmp_path, example, ar
     with pytest.raises(SystemExit) as info:
         module.main([*argv, "--no-pretrained", "--device", "cpu", "--output", str(output)])
     assert info.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
+    err = capsys.readouterr().err.strip().splitlines()
+    lines = [line for line in err if not line.startswith("note: ")]  # notes may come first
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
     assert not output.exists()

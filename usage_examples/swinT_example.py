@@ -4,7 +4,7 @@ Usage::
 
     python usage_examples/swinT_example.py [--image-path IMG] [--method gradcam]
         [--model swin_tiny_patch4_window7_224] [--no-pretrained] [--device auto|cpu|cuda|mps]
-        [--output swinT_gradcam_cam.jpg] [--aug-smooth] [--eigen-smooth]
+        [--output-dir output] [--output PATH] [--aug-smooth] [--eigen-smooth]
 
 Swin has no class token: the classifier averages the last stage's patch features. timm's Swin
 blocks work on channels-last maps (B, H, W, C) (older versions: tokens (B, H*W, C));

@@ -3,7 +3,8 @@ an offline fallback to random weights, and the CAM run that writes the overlay.
 
 Pretrained weights come from the Hugging Face hub (or its local cache). Without a network (or
 with ``PYTORCH_GRAD_CAM_OFFLINE=1`` / ``HF_HUB_OFFLINE=1``) and nothing cached, the examples
-print a note and go on with random weights, so the map explains an untrained model.
+print a note and go on with random weights: the map then has no meaning. The overlay goes into
+``--output-dir`` (or to the path ``--output``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,12 @@ def parse_args(
     parser.add_argument("--model", default=default_model, help=f"timm model name ({default_model})")
     parser.add_argument("--no-pretrained", action="store_true", help="use random weights")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    parser.add_argument("--output", help=f"overlay path (default: {prefix}_{{method}}_cam.jpg)")
+    parser.add_argument(
+        "--output-dir", default="output", help="where to write the overlay (default: output)"
+    )
+    parser.add_argument(
+        "--output", help=f"overlay path (default: OUTPUT_DIR/{prefix}_{{method}}_cam.jpg)"
+    )
     parser.add_argument("--aug-smooth", action="store_true", help="test-time augmentation")
     parser.add_argument("--eigen-smooth", action="store_true", help="first principal component")
     args = parser.parse_args(argv)
@@ -76,7 +82,7 @@ def parse_args(
         fail("--device cuda but CUDA is not available; pass --device cpu")
     if args.device == "mps" and not torch.backends.mps.is_available():
         fail("--device mps but MPS is not available; pass --device cpu")
-    args.output = args.output or f"{prefix}_{args.method}_cam.jpg"
+    args.output = args.output or os.path.join(args.output_dir, f"{prefix}_{args.method}_cam.jpg")
     return args
 
 
@@ -122,10 +128,12 @@ def create_model(name: str, pretrained: bool, pattern: str) -> nn.Module:
         except Exception as error:  # no network / not cached: many exception types
             print(
                 f"note: pretrained weights for {name} are not available offline or could not be "
-                f"downloaded ({type(error).__name__}); using random weights, so the map explains "
-                "an untrained model (pass --no-pretrained to skip the attempt)",
+                f"downloaded ({type(error).__name__}); using random weights: the map has no "
+                "meaning (pass --no-pretrained to skip the attempt)",
                 file=sys.stderr,
             )
+    else:
+        print("note: --no-pretrained: random weights: the map has no meaning", file=sys.stderr)
     return timm.create_model(name, pretrained=False).eval()
 
 
@@ -175,6 +183,9 @@ def explain(
         fail(f"--method {args.method} failed on {args.model}: {' '.join(str(error).split())}")
 
     overlay = show_cam_on_image(rgb, grayscale_cam, use_rgb=True)
+    directory = os.path.dirname(args.output)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
     if not cv2.imwrite(args.output, cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
         fail(f"could not write --output {args.output!r}")
     print(f"wrote {args.output}")

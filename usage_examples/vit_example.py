@@ -4,7 +4,7 @@ Usage::
 
     python usage_examples/vit_example.py [--image-path IMG] [--method gradcam]
         [--model deit_tiny_patch16_224] [--no-pretrained] [--device auto|cpu|cuda|mps]
-        [--output vit_gradcam_cam.jpg] [--aug-smooth] [--eigen-smooth]
+        [--output-dir output] [--output PATH] [--aug-smooth] [--eigen-smooth]
 
 A ViT block outputs tokens (B, prefix + H*W, C): the class token (DeiT distilled models add a
 distillation token), then one token per image patch. ``vit_reshape_transform`` drops the prefix

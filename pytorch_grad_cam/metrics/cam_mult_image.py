@@ -22,14 +22,38 @@ def multiply_tensor_with_cam(input_tensor: torch.Tensor, cam: torch.Tensor) -> t
 
 
 class CamMultImageConfidenceChange(PerturbationConfidenceMetric):
-    """score(target, image * cam) - score(target, image), per image."""
+    """score(target, image * cam) - score(target, image), per image.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))  # score: the sum of the pixels
+        >>> _ = nn.init.ones_(model[1].weight), nn.init.zeros_(model[1].bias)
+        >>> x = torch.ones(1, 3, 2, 2)  # score 12
+        >>> cam = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])  # the top row is relevant
+        >>> CamMultImageConfidenceChange()(x, cam, [ClassifierOutputTarget(0)], model)  # 6 - 12
+        array([-6.], dtype=float32)
+    """
 
     def __init__(self, batch_size: int | None = None) -> None:
         super().__init__(multiply_tensor_with_cam, batch_size)
 
 
 class DropInConfidence(CamMultImageConfidenceChange):
-    """max(0, -change): the drop of the target score as a positive number (lower is better)."""
+    """max(0, -change): the drop of the target score as a positive number (lower is better).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))  # score: the sum of the pixels
+        >>> _ = nn.init.ones_(model[1].weight), nn.init.zeros_(model[1].bias)
+        >>> x = torch.ones(1, 3, 2, 2)  # score 12
+        >>> cam = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])  # the top row is relevant
+        >>> DropInConfidence()(x, cam, [ClassifierOutputTarget(0)], model)
+        array([6.], dtype=float32)
+    """
 
     def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, torch.Tensor]:
         result = super().__call__(*args, **kwargs)
@@ -39,7 +63,19 @@ class DropInConfidence(CamMultImageConfidenceChange):
 
 
 class IncreaseInConfidence(CamMultImageConfidenceChange):
-    """1.0 where the target score increased, else 0.0 (higher is better)."""
+    """1.0 where the target score increased, else 0.0 (higher is better).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))  # score: the sum of the pixels
+        >>> _ = nn.init.ones_(model[1].weight), nn.init.zeros_(model[1].bias)
+        >>> x = torch.ones(1, 3, 2, 2)  # score 12
+        >>> cam = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])  # the top row is relevant
+        >>> IncreaseInConfidence()(x, cam, [ClassifierOutputTarget(0)], model)
+        array([0.], dtype=float32)
+    """
 
     def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | tuple[np.ndarray, torch.Tensor]:
         result = super().__call__(*args, **kwargs)

@@ -34,6 +34,22 @@ class DeletionCurve:
             "mean" (per-image channel means), a number, a tensor broadcastable to the input,
             or a function of the (B, C, H, W) input.
         batch_size: most perturbed images per forward pass of the model.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))  # score: the sum of the pixels
+        >>> _ = nn.init.ones_(model[1].weight), nn.init.zeros_(model[1].bias)
+        >>> x = torch.ones(1, 3, 2, 2)  # score 12
+        >>> cam = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])  # the top row is relevant
+        >>> auc, curves = DeletionCurve(n_steps=2)(
+        ...     x, cam, [ClassifierOutputTarget(0)], model, return_curves=True
+        ... )
+        >>> curves  # all pixels, then without the top row, then none
+        array([[12.,  6.,  0.]], dtype=float32)
+        >>> auc
+        array([6.], dtype=float32)
     """
 
     insertion = False
@@ -114,6 +130,19 @@ class InsertionCurve(DeletionCurve):
     """Insertion curve and AUC of each image (higher AUC is better).
 
     Same arguments as :class:`DeletionCurve`; the baseline defaults to a blurred copy.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))  # score: the sum of the pixels
+        >>> _ = nn.init.ones_(model[1].weight), nn.init.zeros_(model[1].bias)
+        >>> x = torch.ones(1, 3, 2, 2)  # score 12
+        >>> cam = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])  # the top row is relevant
+        >>> InsertionCurve(n_steps=2, baseline="zeros").curves(
+        ...     x, cam, [ClassifierOutputTarget(0)], model
+        ... )
+        array([[ 0.,  6., 12.]], dtype=float32)
     """
 
     insertion = True
@@ -123,7 +152,13 @@ class InsertionCurve(DeletionCurve):
 
 
 def area_under_curve(curves: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Trapezoid-rule area of (B, S) curves sampled at S equally spaced points of [0, 1]."""
+    """Trapezoid-rule area of (B, S) curves sampled at S equally spaced points of [0, 1].
+
+    Example:
+        >>> import numpy as np
+        >>> area_under_curve(np.array([[1.0, 0.5, 0.0]]))
+        array([0.5], dtype=float32)
+    """
     c = np.asarray(curves.detach().cpu() if isinstance(curves, torch.Tensor) else curves)
     if c.ndim != 2 or c.shape[1] < 2:
         raise ValueError(f"curves must have shape (B, S) with S >= 2; got {c.shape}")

@@ -30,6 +30,19 @@ class PerturbationConfidenceMetric:
         perturbation: ``perturbation(images, cams) -> perturbed images``, batched:
             (B, C, H, W) and (B, H, W) tensors on the model's device.
         batch_size: most images per forward pass of the model (None: all at once).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))  # score: the sum of the pixels
+        >>> _ = nn.init.ones_(model[1].weight), nn.init.zeros_(model[1].bias)
+        >>> x = torch.ones(1, 3, 2, 2)  # score 12
+        >>> cam = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])  # the top row is relevant
+        >>> def darken(images, cams):  # a perturbation: halve the relevant pixels
+        ...     return images * (1 - cams[:, None] / 2)
+        >>> PerturbationConfidenceMetric(darken)(x, cam, [ClassifierOutputTarget(0)], model)
+        array([-3.], dtype=float32)
     """
 
     def __init__(self, perturbation: Perturbation, batch_size: int | None = None) -> None:
@@ -81,6 +94,16 @@ class RemoveMostRelevantFirst:
     Args:
         percentile: in [0, 100], or "auto".
         imputer: ``imputer(images, keep_mask) -> images``, with (B, H, W) mask 1 = keep.
+
+    Example:
+        >>> import torch
+        >>> def fill_with_zeros(images, keep):  # an imputer: 0 where keep is 0
+        ...     return images * keep[:, None]
+        >>> remove = RemoveMostRelevantFirst(percentile=50, imputer=fill_with_zeros)
+        >>> cam = torch.tensor([[[0.9, 0.1], [0.8, 0.2]]])
+        >>> remove(torch.ones(1, 1, 2, 2), cam)[0, 0]  # the two most relevant pixels imputed
+        tensor([[0., 1.],
+                [0., 1.]])
     """
 
     def __init__(self, percentile: float | str, imputer: Imputer) -> None:
@@ -114,6 +137,15 @@ class RemoveLeastRelevantFirst(RemoveMostRelevantFirst):
     """Perturbation that imputes the least relevant pixels: ``RemoveMostRelevantFirst(1 - cam)``.
 
     With a number, the (100 - percentile)% least relevant pixels are removed.
+
+    Example:
+        >>> import torch
+        >>> def fill_with_zeros(images, keep):
+        ...     return images * keep[:, None]
+        >>> remove = RemoveLeastRelevantFirst(50, imputer=fill_with_zeros)
+        >>> remove(torch.ones(1, 1, 2, 2), torch.tensor([[[0.9, 0.1], [0.8, 0.2]]]))[0, 0]
+        tensor([[1., 0.],
+                [1., 0.]])
     """
 
     def keep_mask(self, cams: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
@@ -130,6 +162,21 @@ class AveragerAcrossThresholds:
     Args:
         imputer: ``imputer(percentile) -> metric``, e.g. ``ROADMostRelevantFirst``.
         percentiles: the percentiles to average over.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))  # score: the sum of the pixels
+        >>> _ = nn.init.ones_(model[1].weight), nn.init.zeros_(model[1].bias)
+        >>> x = torch.ones(1, 3, 2, 2)  # score 12
+        >>> cam = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])  # the top row is relevant
+        >>> def metric(percentile):  # zero the pixels at or above the percentile
+        ...     imputer = lambda images, keep: images * keep[:, None]
+        ...     return PerturbationConfidenceMetric(RemoveMostRelevantFirst(percentile, imputer))
+        >>> cam = torch.tensor([[[0.9, 0.1], [0.8, 0.2]]])
+        >>> AveragerAcrossThresholds(metric, [25, 75])(x, cam, [ClassifierOutputTarget(0)], model)
+        array([-6.], dtype=float32)
     """
 
     def __init__(

@@ -158,6 +158,13 @@ def find_target_layer(model: nn.Module) -> tuple[list[nn.Module], ReshapeTransfo
 
     Raises:
         ValueError: if no layer can be chosen safely; the message lists candidate layers.
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18(weights=None)
+        >>> layers, reshape_transform = find_target_layer(model)
+        >>> layers[0] is model.layer4[-1], reshape_transform
+        (True, None)
     """
     for finder in (_known_family, _timm_feature_info):
         found = finder(model)

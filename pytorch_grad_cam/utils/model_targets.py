@@ -42,7 +42,13 @@ class _CategoryTarget:
 
 
 class ClassifierOutputTarget(_CategoryTarget):
-    """The raw score (logit) of one class."""
+    """The raw score (logit) of one class.
+
+    Example:
+        >>> import torch
+        >>> ClassifierOutputTarget(1)(torch.tensor([0.5, 2.0, -1.0]))
+        tensor(2.)
+    """
 
     def __call__(self, model_output: Any) -> torch.Tensor:
         logits = logits_of(model_output)
@@ -51,7 +57,13 @@ class ClassifierOutputTarget(_CategoryTarget):
 
 
 class ClassifierOutputSoftmaxTarget(_CategoryTarget):
-    """The softmax probability of one class."""
+    """The softmax probability of one class.
+
+    Example:
+        >>> import torch
+        >>> ClassifierOutputSoftmaxTarget(0)(torch.tensor([0.0, 0.0]))
+        tensor(0.5000)
+    """
 
     def __call__(self, model_output: Any) -> torch.Tensor:
         logits = logits_of(model_output)
@@ -63,6 +75,11 @@ class ClassifierOutputReST(_CategoryTarget):
     """The ReST score of one class: its logit minus the cross-entropy w.r.t. that class.
 
     Per sample this is ``z[c] + log_softmax(z)[c]`` (arXiv 2501.06261).
+
+    Example:
+        >>> import torch
+        >>> ClassifierOutputReST(0)(torch.tensor([0.0, 0.0]))  # 0 + log(1/2)
+        tensor(-0.6931)
     """
 
     def __call__(self, model_output: Any) -> torch.Tensor:
@@ -73,7 +90,13 @@ class ClassifierOutputReST(_CategoryTarget):
 
 
 class BinaryClassifierOutputTarget(_CategoryTarget):
-    """The output of a single-logit binary classifier, negated unless ``category == 1``."""
+    """The output of a single-logit binary classifier, negated unless ``category == 1``.
+
+    Example:
+        >>> import torch
+        >>> BinaryClassifierOutputTarget(0)(torch.tensor([1.5]))  # explains "class 0": -logit
+        tensor([-1.5000])
+    """
 
     def __call__(self, model_output: Any) -> torch.Tensor:
         sign = 1 if self.category == 1 else -1
@@ -81,7 +104,13 @@ class BinaryClassifierOutputTarget(_CategoryTarget):
 
 
 class SoftmaxOutputTarget:
-    """The softmax of the output over its last dimension (all classes)."""
+    """The softmax of the output over its last dimension (all classes).
+
+    Example:
+        >>> import torch
+        >>> SoftmaxOutputTarget()(torch.tensor([0.0, 0.0]))
+        tensor([0.5000, 0.5000])
+    """
 
     def __call__(self, model_output: Any) -> torch.Tensor:
         return torch.softmax(logits_of(model_output), dim=-1)
@@ -91,7 +120,13 @@ class SoftmaxOutputTarget:
 
 
 class RawScoresOutputTarget:
-    """The model output, unchanged."""
+    """The model output, unchanged.
+
+    Example:
+        >>> import torch
+        >>> RawScoresOutputTarget()(torch.tensor([3.0]))
+        tensor([3.])
+    """
 
     def __call__(self, model_output: Any) -> Any:
         return model_output
@@ -106,6 +141,14 @@ class SemanticSegmentationTarget:
     Args:
         category: class channel of the (C, H, W) model output.
         mask: HxW weights (numpy array or tensor), usually a binary mask of the region.
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> scores = torch.arange(8.0).reshape(2, 2, 2)  # (classes, H, W)
+        >>> mask = np.array([[1, 0], [0, 1]], dtype=np.float32)
+        >>> SemanticSegmentationTarget(1, mask)(scores)  # 4 + 7
+        tensor(11.)
     """
 
     def __init__(self, category: int, mask: np.ndarray | torch.Tensor) -> None:
@@ -147,6 +190,17 @@ class FasterRCNNBoxScoreTarget:
         labels: reference labels, one per box.
         bounding_boxes: reference boxes, shape (K, 4), in (x1, y1, x2, y2) format.
         iou_threshold: minimum IoU (exclusive) for a prediction to count.
+
+    Example:
+        >>> import torch
+        >>> detections = {
+        ...     "boxes": torch.tensor([[10.0, 10.0, 50.0, 50.0], [60.0, 60.0, 90.0, 90.0]]),
+        ...     "labels": torch.tensor([3, 1]),
+        ...     "scores": torch.tensor([0.9, 0.4]),
+        ... }
+        >>> target = FasterRCNNBoxScoreTarget(labels=[3], bounding_boxes=[[10, 10, 50, 50]])
+        >>> target(detections)  # IoU 1 + score 0.9
+        tensor(1.9000)
     """
 
     def __init__(
@@ -200,6 +254,11 @@ class SimilarityToConceptTarget:
     Args:
         features: the concept embedding, a vector (tensor or numpy array) of the output's size;
             moved to the output's device and dtype when called.
+
+    Example:
+        >>> import torch
+        >>> SimilarityToConceptTarget(torch.tensor([1.0, 0.0]))(torch.tensor([2.0, 2.0]))
+        tensor(0.7071)
     """
 
     def __init__(self, features: np.ndarray | torch.Tensor) -> None:
@@ -235,6 +294,11 @@ class FinerWeightedTarget:
         main_category: the class to explain.
         comparison_categories: the similar classes it is contrasted with (class indices).
         alpha: weight of the comparison; 0 gives the plain logit.
+
+    Example:
+        >>> import torch
+        >>> FinerWeightedTarget(0, [1, 2], alpha=1.0)(torch.tensor([5.0, 1.0, 3.0]))  # 5 - 2
+        tensor(3.)
     """
 
     def __init__(

@@ -89,6 +89,12 @@ def vit_reshape_transform(
 
     Returns:
         tensor of shape (B, C, H, W).
+
+    Example:
+        >>> import torch
+        >>> tokens = torch.rand(2, 1 + 14 * 14, 192)  # a class token, then 14 x 14 patches
+        >>> vit_reshape_transform(tokens).shape
+        torch.Size([2, 192, 14, 14])
     """
     if tensor.ndim != 3:
         raise ValueError(f"expected ViT tokens of shape (B, N, C); got {tuple(tensor.shape)}")
@@ -112,6 +118,13 @@ def swinT_reshape_transform(
 
     Returns:
         tensor of shape (B, C, H, W).
+
+    Example:
+        >>> import torch
+        >>> swinT_reshape_transform(torch.rand(2, 7, 7, 768)).shape  # channels-last maps
+        torch.Size([2, 768, 7, 7])
+        >>> swinT_reshape_transform(torch.rand(2, 49, 768)).shape  # tokens
+        torch.Size([2, 768, 7, 7])
     """
     if tensor.ndim == 4:
         _, h, w, _ = tensor.shape
@@ -144,6 +157,16 @@ def fasterrcnn_reshape_transform(
 
     Returns:
         tensor of shape (B, sum(C_i), H, W).
+
+    Example:
+        >>> from collections import OrderedDict
+        >>> import torch
+        >>> pyramid = OrderedDict(
+        ...     [("0", torch.rand(1, 256, 32, 32)), ("1", torch.rand(1, 256, 16, 16)),
+        ...      ("pool", torch.rand(1, 256, 8, 8))]
+        ... )
+        >>> fasterrcnn_reshape_transform(pyramid).shape
+        torch.Size([1, 768, 8, 8])
     """
     maps = list(x.values()) if isinstance(x, Mapping) else list(x)
     if not maps:
