@@ -22,6 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+# names grad-cam 1.5.7 also exposes from this module
+from pytorch_grad_cam.utils.find_layers import (
+    replace_all_layer_type_recursive as replace_all_layer_type_recursive,
+)
+
 
 class GuidedBackpropReLU(torch.autograd.Function):
     """``relu(x)`` whose backward keeps positive gradients where ``x > 0``.
