@@ -19,9 +19,10 @@ from pytorch_grad_cam._targets import Target, target_scores
 from pytorch_grad_cam.ablation_cam import AblationCAM as SingleLayerAblationCAM
 from pytorch_grad_cam.ablation_cam import ablation_weights
 from pytorch_grad_cam.ablation_layer import ablation_value
+from pytorch_grad_cam.base_cam import BaseCAM as BaseCAM
 from pytorch_grad_cam.utils.find_layers import replace_layer_recursive as replace_layer_recursive
 
-__all__ = ["AblationCAM", "AblationLayer", "replace_layer_recursive"]
+__all__ = ["AblationCAM", "AblationLayer", "BaseCAM", "replace_layer_recursive"]
 
 
 class AblationCAM(SingleLayerAblationCAM):

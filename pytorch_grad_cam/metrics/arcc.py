@@ -9,7 +9,8 @@ reward the model reacting to the mask's shape itself:
 
 ARCC = 3 / (1 / coherency + 1 / (1 - complexity) + 1 / road),  road = LeRF - MoRF
 
-(``2 * ROADCombined``), each term clamped below at 1e-8. Higher is better, at most 1.
+(``2 * ROADCombined``), each term clamped below at 1e-8. Higher is better; with probability
+targets (``ClassifierOutputSoftmaxTarget``) every term, and ARCC, is at most 1.
 """
 
 from __future__ import annotations
