@@ -28,6 +28,14 @@ def test_nmf_recovers_a_planted_factorisation():
     assert (Wn.T @ wn).amax(dim=0).min() > 0.99
 
 
+def test_nmf_is_deterministic_and_leaves_the_global_random_state_alone():
+    x = torch.rand(30, 20, generator=torch.Generator().manual_seed(4))
+    state = torch.get_rng_state()
+    first, again = nmf(x, 3), nmf(x, 3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
 @pytest.mark.filterwarnings("ignore:Maximum number of iterations")
 def test_nmf_error_is_within_5_percent_of_scikit_learn():
     sklearn = pytest.importorskip("sklearn.decomposition")

@@ -32,16 +32,18 @@ if TYPE_CHECKING:
 
 
 def nmf(
-    x: torch.Tensor, n_components: int, max_iter: int = 200, tol: float = 1e-4
+    x: torch.Tensor, n_components: int, max_iter: int = 200, tol: float = 3e-3
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Non-negative matrix factorisation x ~ W H, minimising ||x - W H||_F (no penalty).
 
-    Initialised by NNDSVDa (Boutsidis & Gallopoulos, 2008: the non-negative parts of the top
-    singular vectors, zeros replaced by the mean of x), then refined by HALS (Cichocki & Phan,
-    2009: exact non-negative least-squares updates of one column of W, or row of H, at a time,
-    the coordinate descent scikit-learn's ``NMF`` uses too). Stops when the relative
-    reconstruction error improves by less than ``tol`` over 10 iterations, or after
-    ``max_iter`` iterations. Deterministic; runs on ``x``'s device in float32.
+    Initialised by NNDSVD (Boutsidis & Gallopoulos, 2008: the non-negative parts of the top
+    singular vectors), then refined by HALS (Cichocki & Phan, 2009: exact non-negative
+    least-squares updates of one column of W, or row of H, at a time; the coordinate descent
+    of scikit-learn's ``NMF`` too). Stops when the relative error ||x - W H|| / ||x|| has
+    improved by less than ``tol`` (relatively) over 10 iterations, or after ``max_iter``
+    (0.3% by default: on ResNet-50 activations its error is then within 1% of scikit-learn's,
+    at a fraction of the iterations; ``benchmarks/bench_dff.py``). Deterministic (the global
+    random state untouched); runs on ``x``'s device in float32.
 
     Args:
         x: (M, N) non-negative matrix.
@@ -58,47 +60,70 @@ def nmf(
         True
     """
     x = x.float()
-    w, h = _nndsvda(x, n_components)
-    eps = torch.finfo(x.dtype).tiny
-    norm = x.norm().clamp_min(eps)
+    w, h = _nndsvd(x, n_components)
+    wt = w.T.contiguous()  # both factors stored as (k, length) rows: fast on the CPU
+    squared = x.square().sum()
     previous = float("inf")
     for iteration in range(max_iter):
-        _hals_columns(w, x @ h.T, h @ h.T, eps)  # W's columns, H fixed
-        _hals_columns(h.T, x.T @ w, w.T @ w, eps)  # H's rows, W fixed
-        if iteration % 10 == 9:
-            error = float((x - w @ h).norm() / norm)
+        _hals_sweep(wt, h @ x.T, h @ h.T)  # W, H fixed: wt ~ argmin ||x^T - h^T wt||
+        wx, ww = wt @ x, wt @ wt.T
+        _hals_sweep(h, wx, ww)  # H, W fixed
+        if iteration % 10 == 9:  # ||x - wh||^2 = ||x||^2 - 2 <h, w^T x> + <w^T w, h h^T>
+            residual = squared - 2 * (h * wx).sum() + (ww * (h @ h.T)).sum()
+            error = float(residual.clamp_min(0).sqrt() / squared.sqrt().clamp_min(1e-30))
             if previous - error < tol * previous:  # (never on the first check: inf - e = inf)
                 break
             previous = error
-    return w, h
+    return wt.T.contiguous(), h
 
 
-def _nndsvda(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """NNDSVDa initial factors of x (M, N): W (M, k), H (k, N)."""
-    u, s, vh = torch.linalg.svd(x, full_matrices=False)
-    u, s, v = u[:, :k], s[:k], vh[:k].T
+def _nndsvd(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """NNDSVD initial factors of x (M, N): W (M, k), H (k, N), from its top k singular
+    triplets (``_top_singular_triplets``)."""
+    u, s, v = _top_singular_triplets(x, k)
     up, un, vp, vn = u.clamp_min(0), (-u).clamp_min(0), v.clamp_min(0), (-v).clamp_min(0)
     pos = up.norm(dim=0) * vp.norm(dim=0)
     neg = un.norm(dim=0) * vn.norm(dim=0)
     use_pos = pos >= neg
     uu, vv = torch.where(use_pos, up, un), torch.where(use_pos, vp, vn)
     sigma = torch.where(use_pos, pos, neg)
-    tiny = torch.finfo(x.dtype).tiny
-    uu = uu / uu.norm(dim=0).clamp_min(tiny)
-    vv = vv / vv.norm(dim=0).clamp_min(tiny)
+    uu = uu / uu.norm(dim=0).clamp_min(1e-30)
+    vv = vv / vv.norm(dim=0).clamp_min(1e-30)
     scale = (s * sigma).sqrt()
-    w, h = uu * scale, (vv * scale).T
-    w[:, 0], h[0] = s[0].sqrt() * u[:, 0].abs(), s[0].sqrt() * v[:, 0].abs()
-    mean = x.mean()
-    return torch.where(w == 0, mean, w), torch.where(h == 0, mean, h)
+    return uu * scale, (vv * scale).T.contiguous()
 
 
-def _hals_columns(w: torch.Tensor, xh: torch.Tensor, hh: torch.Tensor, eps: float) -> None:
-    """One HALS sweep over the columns of w (in place), for ||x - w h||: ``xh`` = x h^T,
-    ``hh`` = h h^T. Column j becomes max(eps, w_j + (xh_j - w hh_j) / hh_jj)."""
-    for j in range(w.shape[1]):
-        step = (xh[:, j] - w @ hh[:, j]) / hh[j, j].clamp_min(eps)
-        w[:, j] = (w[:, j] + step).clamp_min(eps)
+def _top_singular_triplets(
+    x: torch.Tensor, k: int, oversampling: int = 8, power_iterations: int = 4
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top k singular vectors and values of x (M, N): U (M, k), S (k,), V (N, k).
+
+    A randomised range finder with power iterations (Halko, Martinsson & Tropp, 2011): far
+    cheaper than a full SVD for the few components an initialisation needs. Its random start
+    comes from a generator of its own with a fixed seed: deterministic, and the global random
+    state is left alone.
+    """
+    size = min(k + oversampling, *x.shape)
+    generator = torch.Generator(device=x.device).manual_seed(0)
+    start = torch.randn(x.shape[1], size, generator=generator, device=x.device, dtype=x.dtype)
+    basis = torch.linalg.qr(x @ start).Q
+    for _ in range(power_iterations):
+        basis = torch.linalg.qr(x @ torch.linalg.qr(x.T @ basis).Q).Q
+    u, s, vh = torch.linalg.svd(basis.T @ x, full_matrices=False)
+    return basis @ u[:, :k], s[:k], vh[:k].T
+
+
+def _hals_sweep(f: torch.Tensor, target: torch.Tensor, gram: torch.Tensor) -> None:
+    """One HALS sweep over the rows of the factor ``f`` (k, n), in place, for the problem
+    min ||y - g^T f|| with ``target`` = g y (k, n) and ``gram`` = g g^T (k, k): row j becomes
+    max(tiny, (target_j - sum_{l != j} gram_jl f_l) / gram_jj), the exact minimiser over that
+    row with the others fixed."""
+    tiny = torch.finfo(f.dtype).tiny
+    diagonal = gram.diagonal().clamp_min(tiny)
+    target = target / diagonal[:, None]  # the rows scaled by 1 / gram_jj
+    off = (gram / diagonal[:, None]).fill_diagonal_(0)
+    for row, goal, weight in zip(f.unbind(0), target.unbind(0), off.unbind(0)):
+        torch.clamp_min(torch.addmv(goal, f.T, weight, alpha=-1), tiny, out=row)
 
 
 @overload
