@@ -51,7 +51,13 @@ def batch_pearson_coherency(
 
 
 class Complexity:
-    """The mean of |cam| over the pixels, per image (lower: a sparser map)."""
+    """The mean of |cam| over the pixels, per image (lower: a sparser map).
+
+    Example:
+        >>> import numpy as np
+        >>> Complexity()(np.array([[[1.0, 0.0], [0.0, 0.0]]]))
+        array([0.25], dtype=float32)
+    """
 
     def __call__(self, grayscale_cams: np.ndarray) -> np.ndarray:
         """(B,) float32 complexity of (B, *spatial) maps."""
@@ -64,6 +70,15 @@ class Coherency:
 
     ``base_method`` is the CAM object that made the maps; it is run on the CAM-masked images
     with the same targets.
+
+    Example:
+        >>> import torch
+        >>> from pytorch_grad_cam import GradCAM
+        >>> from pytorch_grad_cam.demo import load_demo_model
+        >>> model, x = load_demo_model(), torch.rand(2, 3, 64, 64)
+        >>> cam = GradCAM(model, [model.target_layer])
+        >>> Coherency()(x, cam(x, [0, 1]), [0, 1], model, cam).shape
+        (2,)
     """
 
     def __call__(
