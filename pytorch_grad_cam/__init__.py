@@ -26,8 +26,10 @@ _EXPORTS = {
     "AblationLayerVit": "ablation_layer",
     "ActivationsAndGradients": "activations_and_gradients",
     "BaseCAM": "base_cam",
+    "DeepFeatureFactorization": "feature_factorization.deep_feature_factorization",
     "EigenCAM": "eigen_cam",
     "EigenGradCAM": "eigen_grad_cam",
+    "FEM": "fem",
     "FinerCAM": "finer_cam",
     "FullGrad": "fullgrad_cam",
     "GradCAM": "grad_cam",
@@ -38,11 +40,15 @@ _EXPORTS = {
     "KPCA_CAM": "kpca_cam",
     "LayerCAM": "layer_cam",
     "RandomCAM": "random_cam",
+    "RefineCAM": "refine_cam",
+    "SESS": "sess",
     "ScoreCAM": "score_cam",
+    "SegEigenCAM": "seg_eigen_cam",
     "ShapleyCAM": "shapley_cam",
     "XGradCAM": "xgrad_cam",
+    "run_dff_on_image": "feature_factorization.deep_feature_factorization",
 }
-_SUBMODULES = {*_EXPORTS.values(), "cli", "demo", "metrics", "utils"}
+_SUBMODULES = {m.split(".")[0] for m in _EXPORTS.values()} | {"cli", "demo", "metrics", "utils"}
 
 __all__ = sorted(_EXPORTS)
 
@@ -72,6 +78,11 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from pytorch_grad_cam.base_cam import BaseCAM
     from pytorch_grad_cam.eigen_cam import EigenCAM
     from pytorch_grad_cam.eigen_grad_cam import EigenGradCAM
+    from pytorch_grad_cam.feature_factorization.deep_feature_factorization import (
+        DeepFeatureFactorization,
+        run_dff_on_image,
+    )
+    from pytorch_grad_cam.fem import FEM
     from pytorch_grad_cam.finer_cam import FinerCAM
     from pytorch_grad_cam.fullgrad_cam import FullGrad
     from pytorch_grad_cam.grad_cam import GradCAM
@@ -82,6 +93,9 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from pytorch_grad_cam.kpca_cam import KPCA_CAM
     from pytorch_grad_cam.layer_cam import LayerCAM
     from pytorch_grad_cam.random_cam import RandomCAM
+    from pytorch_grad_cam.refine_cam import RefineCAM
     from pytorch_grad_cam.score_cam import ScoreCAM
+    from pytorch_grad_cam.seg_eigen_cam import SegEigenCAM
+    from pytorch_grad_cam.sess import SESS
     from pytorch_grad_cam.shapley_cam import ShapleyCAM
     from pytorch_grad_cam.xgrad_cam import XGradCAM

@@ -13,10 +13,14 @@ from torch import nn
 
 from pytorch_grad_cam._arrays import numpy_compatible
 from pytorch_grad_cam._checks import check_finite_scores
+from pytorch_grad_cam._forward_pass import ForwardPass
 from pytorch_grad_cam._perturbation import check_batch_size, progress_bar, require_targets
 from pytorch_grad_cam._targets import Target, target_scores
 from pytorch_grad_cam.ablation_layer import AblationLayer
 from pytorch_grad_cam.base_cam import BaseCAM
+
+# names grad-cam 1.5.7 also exposes from this module
+from pytorch_grad_cam.utils.find_layers import replace_layer_recursive as replace_layer_recursive
 
 # How the ablated copies of one image run through the model, cheapest first. At the target
 # layer a forward hook replaces the layer's output by the batch of ablated copies; the input is
@@ -107,24 +111,19 @@ class AblationCAM(BaseCAM):
         grads: torch.Tensor,
     ) -> torch.Tensor:
         batch_size = check_batch_size(self.batch_size)
-        ratio = check_ratio(self.ratio_channels_to_ablate)
         targets = require_targets("AblationCAM", targets)
-        batch, channels = activations.shape[:2]
+        channels = activations.shape[1]
         device = activations.device
         index = next(i for i, m in enumerate(self.target_layers) if m is target_layer)
         target_layer_name = f"target_layers[{index}]"
-        assert self.state is not None  # set by the forward pass of this call
-        captures = self.state.captures_of(index)
+        captures = _forward_pass(self).captures_of(index)
         raw = captures[-1].output()  # the explained call of the layer, as it returned it
         layer = self.ablation_layer
         with torch.no_grad():
             # (on the device even if a target returns Python numbers)
             original = target_scores(self.outputs, targets).float().to(device)
             check_finite_scores(original, targets, " (nothing ablated)")
-            plans = [
-                torch.as_tensor(layer.activations_to_be_ablated(activations[b], ratio)).long()
-                for b in range(batch)
-            ]
+            plans = self.ablation_plans(activations)
             ablated = original[:, None].repeat(1, channels)
             try:
                 with _replaced_output(target_layer, len(captures) - 1, layer) as replace:
@@ -140,8 +139,17 @@ class AblationCAM(BaseCAM):
             finally:
                 layer.activations = None  # free the batch of copies of the layer output
         check_finite_scores(ablated, targets, f" with channel {{k}} of {target_layer_name} ablated")
-        denominator = torch.where(original == 0, torch.ones_like(original), original)[:, None]
-        return (original[:, None] - ablated) / denominator
+        return ablation_weights(original, ablated)
+
+    def ablation_plans(self, activations: torch.Tensor) -> list[torch.Tensor]:
+        """The channels to ablate in each image of (B, C, *spatial) ``activations``
+        (``ablation_layer.activations_to_be_ablated`` with ``ratio_channels_to_ablate``)."""
+        ratio = check_ratio(self.ratio_channels_to_ablate)
+        layer = self.ablation_layer
+        return [
+            torch.as_tensor(layer.activations_to_be_ablated(image, ratio)).long()
+            for image in activations
+        ]
 
     def _ablated_run(
         self,
@@ -192,6 +200,20 @@ class AblationCAM(BaseCAM):
                 self.last_path = path
                 return run
         return full
+
+
+def _forward_pass(cam: BaseCAM) -> ForwardPass:
+    """The CAM's current forward pass (the weighting step runs inside one)."""
+    if cam.state is None:
+        raise RuntimeError("get_cam_weights runs inside a CAM call, after its forward pass")
+    return cam.state
+
+
+def ablation_weights(original: torch.Tensor, ablated: torch.Tensor) -> torch.Tensor:
+    """(B, C) weights (y - y_k) / y from the (B,) scores y and the (B, C) ablated scores y_k
+    (y - y_k where y = 0)."""
+    denominator = torch.where(original == 0, torch.ones_like(original), original)[:, None]
+    return (original[:, None] - ablated) / denominator
 
 
 @contextmanager

@@ -44,6 +44,9 @@ from pytorch_grad_cam._targets import (
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.find_layers import find_target_layer
 from pytorch_grad_cam.utils.image import scale_cam_image
+
+# names grad-cam 1.5.7 also exposes from this module
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget as ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
 
@@ -225,6 +228,26 @@ class BaseCAM:
                 maps = self._forward(input_tensor, targets, eigen_smooth, keep_graph)
         return as_tensor(maps, input_tensor.device).float()
 
+    def per_layer_maps(
+        self,
+        input_tensor: torch.Tensor,
+        targets: Sequence[Target] | None = None,
+        eigen_smooth: bool = False,
+    ) -> torch.Tensor:
+        """Stages 1-4 only: every target layer's map, before ``aggregate_multi_layers``.
+
+        One forward (and backward) pass for all layers. Same arguments as ``__call__``.
+
+        Returns:
+            float32 tensor (B, L, *input size) on the model's device, one ReLU'd, min-max
+            normalised and resized map per target layer (in ``target_layers`` order).
+        """
+        with self._call_context():
+            input_tensor = self._checked_input(input_tensor)
+            targets = resolve_targets(targets)
+            maps = self._forward(input_tensor, targets, eigen_smooth, layers_only=True)
+        return maps.float()
+
     # ================================================================= the pipeline
     def _forward(
         self,
@@ -232,8 +255,10 @@ class BaseCAM:
         targets: Any,
         eigen_smooth: bool,
         keep_graph: bool = False,
+        layers_only: bool = False,
     ) -> torch.Tensor:
-        """Stages 1-5 on one batch; the maps as a tensor."""
+        """Stages 1-5 on one batch; the maps as a tensor (stages 1-4, (B, L, *size), with
+        ``layers_only``)."""
         batch = input_tensor.shape[0]
         state = self._record(input_tensor, keep_graph)  # 1. forward
         try:
@@ -247,6 +272,8 @@ class BaseCAM:
                 per_layer = self.compute_cam_per_layer(input_tensor, targets, eigen_smooth)
             else:
                 per_layer = self._cam_per_layer(input_tensor, targets, eigen_smooth)
+            if layers_only:
+                return torch.cat([as_tensor(m, input_tensor.device) for m in per_layer], dim=1)
             if self._foreign("aggregate_multi_layers"):
                 per_layer = [as_numpy(cam) for cam in per_layer]
             maps = self.aggregate_multi_layers(per_layer)  # 5. aggregate

@@ -15,7 +15,13 @@ from pytorch_grad_cam._checks import check_not_scripted
 from pytorch_grad_cam._targets import Target
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.find_layers import find_layer_predicate_recursive
+
+# names grad-cam 1.5.7 also exposes from this module
+from pytorch_grad_cam.utils.image import (
+    scale_accross_batch_and_channels as scale_accross_batch_and_channels,
+)
 from pytorch_grad_cam.utils.image import scale_cam_image
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection as get_2d_projection
 
 _CONVS = (nn.Conv2d, nn.Conv3d)
 _BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d)

@@ -7,6 +7,9 @@ from pytorch_grad_cam._arrays import numpy_compatible
 from pytorch_grad_cam._targets import Target
 from pytorch_grad_cam.base_cam import BaseCAM
 
+# names grad-cam 1.5.7 also exposes from this module
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection as get_2d_projection
+
 
 class GradCAMElementWise(BaseCAM):
     """Element-wise Grad-CAM: like HiResCAM, with a ReLU on each term.

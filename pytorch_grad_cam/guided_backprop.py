@@ -24,6 +24,11 @@ from torch.overrides import TorchFunctionMode
 
 from pytorch_grad_cam._checks import checked_batch, class_index, warn
 
+# names grad-cam 1.5.7 also exposes from this module
+from pytorch_grad_cam.utils.find_layers import (
+    replace_all_layer_type_recursive as replace_all_layer_type_recursive,
+)
+
 
 class GuidedBackpropReLU(torch.autograd.Function):
     """``relu(x)`` whose backward keeps positive gradients where ``x > 0``.

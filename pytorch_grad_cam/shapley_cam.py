@@ -12,6 +12,9 @@ from torch import nn
 from pytorch_grad_cam._targets import Target
 from pytorch_grad_cam.base_cam import BaseCAM
 
+# names grad-cam 1.5.7 also exposes from this module
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget as ClassifierOutputTarget
+
 
 class ShapleyCAM(BaseCAM):
     """ShapleyCAM (Cai et al., 2025, "CAMs as Shapley Value-based Explainers", arXiv:2501.06261).

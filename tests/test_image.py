@@ -285,3 +285,55 @@ def test_show_cam_on_image_on_an_empty_image_raises_instead_of_crashing_opencv(s
     # cv2.applyColorMap on a (0, 0) map kills the interpreter with SIGFPE: checked before.
     with pytest.raises(ValueError, match=r"img is empty \(shape"):
         show_cam_on_image(np.zeros((*shape, 3), np.float32), np.zeros(shape, np.float32))
+
+
+# ---------------------------------------------------------------- factorization helpers
+from pytorch_grad_cam.utils.image import (  # noqa: E402
+    concept_colors,
+    create_labels_legend,
+    scale_accross_batch_and_channels,
+    show_factorization_on_image,
+)
+
+
+def test_scale_accross_batch_and_channels_scales_every_map(rng):
+    maps = rng.random((2, 3, 4, 5)).astype(np.float32)
+    got = scale_accross_batch_and_channels(maps, (10, 8))
+    assert got.shape == (2, 3, 8, 10) and got.dtype == np.float32
+    np.testing.assert_allclose(got[1, 2], _scale_oracle(maps[1, 2][None], (10, 8))[0], atol=1e-6)
+    as_torch = scale_accross_batch_and_channels(torch.from_numpy(maps), None)
+    assert isinstance(as_torch, torch.Tensor) and as_torch.shape == maps.shape
+
+
+def test_factorization_overlay_hand_made():
+    # pixel (0, 0): concept 0 (pure red) at 0.5 -> HSV value 127 -> (127, 0, 0);
+    # pixel (0, 1): concept 1 (pure blue) at 1.0 -> (0, 0, 255); blended half with grey 0.2
+    maps = np.zeros((2, 1, 2), np.float32)
+    maps[0, 0, 0], maps[1, 0, 1] = 0.5, 1.0
+    before = maps.copy()
+    colors = [np.array([1.0, 0, 0]), np.array([0, 0, 1.0])]
+    img = np.full((1, 2, 3), 0.2, np.float32)
+    pure = show_factorization_on_image(img, maps, colors=colors, image_weight=0.0)
+    np.testing.assert_array_equal(pure[0], [[127, 0, 0], [0, 0, 255]])
+    blend = show_factorization_on_image(img, maps, colors=colors, image_weight=0.5)
+    np.testing.assert_array_equal(blend[0], [[89, 25, 25], [25, 25, 153]])
+    np.testing.assert_array_equal(maps, before)  # the explanations are not modified
+    legend = show_factorization_on_image(img, maps, colors=colors, concept_labels=["a", "b\nc"])
+    assert legend.shape == (1, 4, 3) and legend.dtype == np.uint8
+
+
+def test_factorization_overlay_default_colours_and_errors():
+    colors = concept_colors(3)
+    assert len(colors) == 3 and np.allclose(colors[0], [1.0, 0.0, 0.16])
+    assert len({tuple(np.round(c, 3)) for c in colors}) == 3
+    with pytest.raises(ValueError, match=r"explanations must have shape \(K, H, W\)"):
+        show_factorization_on_image(np.zeros((4, 4, 3)), np.zeros((2, 4, 5)))
+    with pytest.raises(ValueError, match="img must be a float image with values in"):
+        show_factorization_on_image(np.full((4, 4, 3), 255.0), np.zeros((2, 4, 4)))
+
+
+def test_labels_legend():
+    scores = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4]])
+    labels = {0: "cat", 1: "dog", 2: "car"}
+    assert create_labels_legend(scores, labels) == ["dog:0.70\ncar:0.20", "cat:0.50\ncar:0.40"]
+    assert create_labels_legend(scores, labels, top_k=1) == ["dog:0.70", "cat:0.50"]

@@ -6,6 +6,8 @@ import torch
 from torchvision.models import resnet18, vgg11
 
 from pytorch_grad_cam import (
+    FEM,
+    SESS,
     EigenCAM,
     EigenGradCAM,
     GradCAM,
@@ -13,12 +15,23 @@ from pytorch_grad_cam import (
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    RefineCAM,
+    SegEigenCAM,
     XGradCAM,
 )
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.reshape_transforms import swinT_reshape_transform, vit_reshape_transform
 
 timm = pytest.importorskip("timm")
+
+
+class FEMk1(FEM):
+    """FEM at one standard deviation: the 2 x 2 layers of these small inputs never have a
+    value two standard deviations above their mean (at most sqrt(3) for four positions)."""
+
+    def __init__(self, model, target_layers, reshape_transform=None):
+        super().__init__(model, target_layers, reshape_transform, k=1)
+
 
 METHODS = [
     GradCAM,
@@ -29,6 +42,8 @@ METHODS = [
     LayerCAM,
     EigenGradCAM,
     EigenCAM,
+    SegEigenCAM,
+    FEMk1,
 ]
 TARGETS = [ClassifierOutputTarget(3), ClassifierOutputTarget(7)]
 
@@ -136,4 +151,43 @@ def test_timm_swin_tiny():
         got = cam(images(1, 128), [ClassifierOutputTarget(281)])
         assert cam.activations_and_grads.activations[0].shape == (1, 768, 4, 4)
     check(got, (1, 128, 128))
+    check_clean(model)
+
+
+# ----------------------------------------------------------------- methods on a base method
+@pytest.fixture(scope="module")
+def composed_cases(cnn_models, vit_models):
+    """name -> (model, two layers for RefineCAM, reshape transform, SESS window size)."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    swin = SwinTransformer(
+        img_size=64, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2), num_classes=10
+    ).eval()
+    resnet, vgg = cnn_models["resnet18"][0], cnn_models["vgg11"][0]
+    vit = vit_models["vit_tiny_patch16_224"]
+    return {
+        "resnet18": (resnet, [resnet.layer3[-1], resnet.layer4[-1]], None, 48),
+        "vgg11": (vgg, [vgg.features[-6], vgg.features[-1]], None, 64),
+        "vit": (vit, [vit.blocks[-2].norm1, vit.blocks[-1].norm1], vit_reshape_transform, 64),
+        "swin": (
+            swin,
+            [swin.layers[-1].blocks[-1].norm1, swin.layers[-1].blocks[-1].norm2],
+            swinT_reshape_transform,
+            64,
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11", "vit", "swin"])
+def test_refine_cam_and_sess(composed_cases, name):
+    model, layers, transform, window = composed_cases[name]
+    x = images(2, 64)
+    refined = RefineCAM(model, layers, reshape_transform=transform)(x, TARGETS)
+    check(refined, (2, 64, 64))
+    sess = SESS(
+        model, layers[-1:], reshape_transform=transform, scales=[64, 80], window_size=window,
+        step_size=32,
+    )  # fmt: skip
+    check(sess(x, TARGETS), (2, 64, 64))
     check_clean(model)

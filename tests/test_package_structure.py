@@ -8,7 +8,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pytorch_grad_cam"
 METHOD_MODULES = {
     "ablation_cam", "base_cam", "eigen_cam", "eigen_grad_cam", "finer_cam", "fullgrad_cam",
     "grad_cam", "grad_cam_elementwise", "grad_cam_plusplus", "hirescam", "kpca_cam",
-    "layer_cam", "random_cam", "score_cam", "shapley_cam", "_composition",
+    "layer_cam", "random_cam", "score_cam", "shapley_cam", "_composition", "fem",
+    "seg_eigen_cam", "refine_cam", "sess", "ablation_cam_multilayer", "feature_factorization",
 }  # fmt: skip
 
 

@@ -65,3 +65,30 @@ def test_nan_becomes_zero():
 def test_rejects_inputs_without_spatial_dims():
     with pytest.raises(ValueError, match="activation_batch"):
         get_2d_projection(np.zeros((2, 3)))
+
+
+# ---------------------------------------------------------------- sign correction
+from pytorch_grad_cam.utils.svd_on_activations import (  # noqa: E402
+    get_2d_projection_with_sign_correction,
+)
+
+
+def test_sign_correction_makes_the_largest_magnitude_positive():
+    rng = np.random.default_rng(3)
+    acts = rng.normal(size=(6, 4, 3, 5)).astype(np.float32)
+    got = get_2d_projection_with_sign_correction(acts)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.shape == (6, 3, 5)
+    flat = got.reshape(6, -1)
+    assert np.all(np.abs(flat.max(axis=1)) >= np.abs(flat.min(axis=1)))
+    # the same principal component up to sign
+    np.testing.assert_allclose(np.abs(got), np.abs(project(acts)), atol=1e-4)
+
+
+def test_sign_correction_hand_example_and_torch_in_torch_out():
+    # one channel [0, 0, 0, -4]: centred [1, 1, 1, -3]; |min| = 3 > |max| = 1: negated
+    acts = torch.tensor([[[[0.0, 0.0, 0.0, -4.0]]]])
+    got = get_2d_projection_with_sign_correction(acts)
+    assert isinstance(got, torch.Tensor)
+    torch.testing.assert_close(got, torch.tensor([[[-1.0, -1.0, -1.0, 3.0]]]))
+    flipped = get_2d_projection_with_sign_correction(-acts)  # centred [-1, -1, -1, 3]: kept
+    torch.testing.assert_close(flipped, got)

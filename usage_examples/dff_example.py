@@ -69,7 +69,6 @@ def main(argv: Sequence[str] | None = None) -> np.ndarray:
         from pytorch_grad_cam.feature_factorization.deep_feature_factorization import (
             DeepFeatureFactorization,
         )
-
         from pytorch_grad_cam.utils.image import create_labels_legend, show_factorization_on_image
     except ImportError:
         fail("this version of pytorch_grad_cam has no Deep Feature Factorization")

@@ -24,6 +24,8 @@ METHOD_NAMES = {
     "shapleycam": "ShapleyCAM",
     "finercam": "FinerCAM",
     "randomcam": "RandomCAM",
+    "fem": "FEM",
+    "segeigencam": "SegEigenCAM",
 }
 EXAMPLE_MODELS = (
     "resnet18, resnet50, vgg16, densenet121, mobilenet_v3_small, efficientnet_b0, "

@@ -225,3 +225,166 @@ def show_cam_on_image(
     if peak > 0:
         cam = cam / peak
     return np.uint8(255 * cam)
+
+
+@overload
+def scale_accross_batch_and_channels(
+    tensor: np.ndarray, target_size: Sequence[int] | None
+) -> np.ndarray: ...
+@overload
+def scale_accross_batch_and_channels(
+    tensor: torch.Tensor, target_size: Sequence[int] | None
+) -> torch.Tensor: ...
+def scale_accross_batch_and_channels(
+    tensor: ArrayLike, target_size: Sequence[int] | None
+) -> ArrayLike:
+    """``scale_cam_image`` on every (image, channel) map of a (B, C, *spatial) batch.
+
+    (grad-cam's spelling.) Each map is min-max normalised and resized to ``target_size``
+    (OpenCV order, ``(W, H)`` or ``(W, H, D)``).
+
+    Returns:
+        float32 (B, C, *size), numpy or torch like ``tensor``.
+
+    Example:
+        >>> import numpy as np
+        >>> scale_accross_batch_and_channels(np.ones((2, 3, 4, 5)), (10, 8)).shape
+        (2, 3, 8, 10)
+    """
+    if tensor.ndim < 4:
+        raise ValueError(f"tensor must have shape (B, C, *spatial); got {tuple(tensor.shape)}")
+    batch, channels = tensor.shape[:2]
+    scaled = scale_cam_image(tensor.reshape(batch * channels, *tensor.shape[2:]), target_size)
+    return scaled.reshape(batch, channels, *scaled.shape[1:])
+
+
+# Matplotlib's "gist_rainbow" colour map (its segment data), sampled into 256 colours the way
+# matplotlib does: the default concept colours of show_factorization_on_image.
+_GIST_RAINBOW = (
+    (0.000, (1.00, 0.00, 0.16)),
+    (0.030, (1.00, 0.00, 0.00)),
+    (0.215, (1.00, 1.00, 0.00)),
+    (0.400, (0.00, 1.00, 0.00)),
+    (0.586, (0.00, 1.00, 1.00)),
+    (0.770, (0.00, 0.00, 1.00)),
+    (0.954, (1.00, 0.00, 1.00)),
+    (1.000, (1.00, 0.00, 0.75)),
+)
+
+
+def concept_colors(n: int) -> list[np.ndarray]:
+    """``n`` distinct RGB colours in [0, 1]: the "gist_rainbow" colour map at 0, 1/n, 2/n, ...
+
+    Example:
+        >>> [c.round(3).tolist() for c in concept_colors(2)]
+        [[1.0, 0.0, 0.16], [0.0, 1.0, 0.548]]
+    """
+    stops = np.array([s for s, _ in _GIST_RAINBOW])
+    rgb = np.array([c for _, c in _GIST_RAINBOW])
+    table = np.stack([np.interp(np.linspace(0, 1, 256), stops, rgb[:, k]) for k in range(3)], 1)
+    return [table[min(int(x * 256), 255)] for x in np.arange(0, 1, 1.0 / n)[:n]]
+
+
+def show_factorization_on_image(
+    img: np.ndarray,
+    explanations: np.ndarray,
+    colors: list[np.ndarray] | None = None,
+    image_weight: float = 0.5,
+    concept_labels: list | None = None,
+) -> np.ndarray:
+    """Overlay concept maps (e.g. Deep Feature Factorization's) on an image, one colour each.
+
+    Every pixel takes the colour of the concept with the largest map value there, with the
+    hue and saturation of that colour and the value (brightness) of the map (8-bit HSV, as
+    OpenCV converts it); the result is blended with the image like ``show_cam_on_image``.
+    With ``concept_labels`` a legend (a colour swatch and the label of each concept) is drawn
+    on a white panel of the image's size, to the right of the overlay.
+
+    Args:
+        img: HxWx3 RGB float image in [0, 1].
+        explanations: (K, H, W) concept maps in [0, 1] (numpy or torch; not modified).
+        colors: K RGB colours in [0, 1] (default ``concept_colors(K)``).
+        image_weight: weight of the image in the blend.
+        concept_labels: K strings (may contain newlines), e.g. from ``create_labels_legend``.
+
+    Returns:
+        uint8 RGB image, HxWx3 (Hx2Wx3 with the legend).
+
+    Example:
+        >>> import numpy as np
+        >>> maps = np.stack([np.eye(4), 1 - np.eye(4)])
+        >>> show_factorization_on_image(np.zeros((4, 4, 3)), maps, image_weight=0.0)[0, :2]
+        array([[255,   0,  42],
+               [  0, 255, 136]], dtype=uint8)
+    """
+    img_a = _to_numpy(img)
+    maps = _to_numpy(explanations).astype(np.float64)
+    if maps.ndim != 3 or len(maps) == 0 or maps.shape[1:] != img_a.shape[:2]:
+        raise ValueError(
+            f"explanations must have shape (K, H, W) with the image's H, W {img_a.shape[:2]}; "
+            f"got {maps.shape}"
+        )
+    _check_overlay_inputs(img_a, maps.max(axis=0), image_weight)
+    colors = concept_colors(len(maps)) if colors is None else list(colors)
+    if len(colors) < len(maps):
+        raise ValueError(f"colors has {len(colors)} entries for {len(maps)} concepts")
+    palette = np.array([np.asarray(c, np.float64)[:3] * 255 for c in colors]).astype(np.uint8)
+    hsv = cv2.cvtColor(palette[None], cv2.COLOR_RGB2HSV)[0]
+    pixels = hsv[maps.argmax(axis=0)]  # hue and saturation of each pixel's concept
+    pixels[..., 2] = np.uint8(maps.max(axis=0) * 255)
+    mask = cv2.cvtColor(pixels, cv2.COLOR_HSV2RGB).astype(np.float32) / 255
+    result = np.uint8(255 * (img_a * image_weight + mask * (1 - image_weight)))
+    if concept_labels is not None:
+        result = np.hstack([result, _legend(img_a.shape[:2], concept_labels, colors)])
+    return result
+
+
+def _legend(size: tuple[int, int], labels: list, colors: list) -> np.ndarray:
+    """A white (H, W, 3) panel listing each concept's colour and (multi-line) label."""
+    height, width = size
+    panel = np.full((height, width, 3), 255, np.uint8)
+    entries = [str(label).split("\n") for label in labels]
+    rows = sum(len(lines) for lines in entries) + len(entries)
+    row = max(height / max(rows, 1), 1.0)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    longest = max((len(line) for lines in entries for line in lines), default=1)
+    text_height = cv2.getTextSize("Ag", font, 1.0, 1)[0][1]
+    text_width = cv2.getTextSize("A" * max(longest, 1), font, 1.0, 1)[0][0]
+    scale = min(0.7 * row / text_height, 0.65 * width / text_width)
+    swatch = int(0.2 * width)
+    y = row
+    for lines, color in zip(entries, colors):
+        rgb = tuple(int(v) for v in np.uint8(np.asarray(color, np.float64)[:3] * 255))
+        center = int(y + row * (len(lines) - 1) / 2 - row / 4)
+        cv2.line(panel, (int(0.05 * width), center), (swatch, center), rgb, max(int(row / 4), 1))
+        for line in lines:
+            cv2.putText(panel, line, (swatch + 4, int(y)), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+            y += row
+        y += row
+    return panel
+
+
+def create_labels_legend(
+    concept_scores: np.ndarray, labels: dict[int, str], top_k: int = 2
+) -> list[str]:
+    """One legend string per concept: its ``top_k`` categories, best first, as
+    ``"label:score"`` lines (scores with two decimals).
+
+    Args:
+        concept_scores: (K, num_classes) scores of each concept (numpy or torch).
+        labels: category index -> name.
+        top_k: categories per concept.
+
+    Example:
+        >>> import numpy as np
+        >>> create_labels_legend(np.array([[0.1, 0.7, 0.2]]), {0: "cat", 1: "dog", 2: "car"})
+        ['dog:0.70\\ncar:0.20']
+    """
+    scores = _to_numpy(concept_scores)
+    if scores.ndim != 2:
+        raise ValueError(f"concept_scores must be (K, num_classes); got shape {scores.shape}")
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    return [
+        "\n".join(f"{labels[int(c)]}:{row[c]:.2f}" for c in order)
+        for row, order in zip(scores, best)
+    ]

@@ -44,6 +44,39 @@ def get_2d_projection(activation_batch: ArrayLike) -> ArrayLike:
     return projection.cpu().numpy() if is_numpy else projection
 
 
+@overload
+def get_2d_projection_with_sign_correction(activation_batch: np.ndarray) -> np.ndarray: ...
+@overload
+def get_2d_projection_with_sign_correction(activation_batch: torch.Tensor) -> torch.Tensor: ...
+def get_2d_projection_with_sign_correction(activation_batch: ArrayLike) -> ArrayLike:
+    """``get_2d_projection`` with the sign rule of Seg-Eigen-CAM.
+
+    The first principal component is computed as in ``get_2d_projection``; then each image's
+    map is negated when its most negative entry is larger in magnitude than its most positive
+    one (``|min| > |max|``), so that its strongest response comes out positive.
+
+    Args:
+        activation_batch: (B, C, *spatial) numpy array or torch tensor.
+
+    Returns:
+        float32 maps of shape (B, *spatial), of the same type (and device) as the input.
+
+    Example:
+        >>> import numpy as np
+        >>> acts = np.zeros((1, 1, 1, 4), dtype=np.float32)
+        >>> acts[0, 0, 0] = [0.0, 0.0, 0.0, -4.0]  # centred: [1, 1, 1, -3]
+        >>> get_2d_projection_with_sign_correction(acts).round(3)
+        array([[[-1., -1., -1.,  3.]]], dtype=float32)
+    """
+    is_numpy = not isinstance(activation_batch, torch.Tensor)
+    a = torch.as_tensor(np.asarray(activation_batch) if is_numpy else activation_batch).float()
+    projection = get_2d_projection(a)
+    flat = projection.flatten(1)
+    flip = flat.amin(dim=1).abs() > flat.amax(dim=1).abs()
+    projection = torch.where(flip.view(-1, *[1] * (projection.ndim - 1)), -projection, projection)
+    return projection.cpu().numpy() if is_numpy else projection
+
+
 def _top_right_singular_vector(x: torch.Tensor) -> torch.Tensor:
     """Top right-singular vector (B, C) of each (P, C) matrix of a batch.
 

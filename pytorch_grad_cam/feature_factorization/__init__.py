@@ -1,0 +1,1 @@
+"""Deep Feature Factorization: concepts shared by a batch of images, found by NMF."""
