@@ -87,8 +87,17 @@ class SESS(ComposedCAM):
     Args:
         model, target_layers, reshape_transform: passed to ``base_method``.
         base_method: the BaseCAM subclass computing the window maps.
-        scales, num_scales, scale_step_ratio, window_size, step_size, pre_filter_ratio,
-        theta, pool, smooth, use_softmax_scores, batch_size: as above (attributes).
+        scales: the short sides of the scaled images (None: ``get_scales``).
+        num_scales: how many scales ``get_scales`` makes.
+        scale_step_ratio: the step between scales, as a share of the window size.
+        window_size: the side of the sliding windows (None: the short side).
+        step_size: the stride of the windows (None: the window size).
+        pre_filter_ratio: the share of lowest-scoring windows dropped.
+        theta: values of the fused canvas below it are dropped.
+        pool: "mean" (of the non-zero values) or "max".
+        smooth: blur the result (11 x 11 Gaussian, sigma 5).
+        use_softmax_scores: score windows by softmax probability (else the raw score).
+        batch_size: windows per forward pass.
         **kwargs: other options of ``base_method``.
 
     Example:

@@ -24,6 +24,8 @@ METHOD_NAMES = {
     "shapleycam": "ShapleyCAM",
     "finercam": "FinerCAM",
     "randomcam": "RandomCAM",
+    "refinecam": "RefineCAM",
+    "sess": "SESS",
     "fem": "FEM",
     "segeigencam": "SegEigenCAM",
 }

@@ -233,7 +233,8 @@ def run_cam(
 ) -> np.ndarray:
     """Maps (B, H, W): image i of ``inputs`` explained for class ``categories[i]`` (each
     image's top class when ``categories`` is None)."""
-    smooth = {"aug_smooth": args.aug_smooth, "eigen_smooth": args.eigen_smooth}
+    # (only the options asked for: methods built on another one may not take them)
+    smooth = {k: True for k in ("aug_smooth", "eigen_smooth") if getattr(args, k)}
     try:
         if method == "finercam":  # each class against the (up to 3) classes closest to it
             with torch.no_grad():
@@ -266,7 +267,12 @@ def model_explainer(model: nn.Module, cam: Any, args: argparse.Namespace) -> Any
     def explain(x: torch.Tensor, classes: list[int] | None) -> tuple[np.ndarray, torch.Tensor]:
         maps = run_cam(args.method, cam, x, classes, args)
         outputs = getattr(cam, "outputs", None)
-        if args.aug_smooth or args.method == "finercam" or not isinstance(outputs, torch.Tensor):
+        if (
+            args.aug_smooth
+            or args.method == "finercam"
+            or not isinstance(outputs, torch.Tensor)
+            or len(outputs) != len(x)  # e.g. SESS: the base method ran on windows
+        ):
             with torch.no_grad():
                 outputs = model(x)
         return maps, outputs
