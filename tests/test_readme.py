@@ -180,6 +180,8 @@ def test_script_draws_the_committed_pictures(tmp_path: Path, monkeypatch) -> Non
         drawn = cv2.imread(str(tmp_path / name)).astype(float)
         committed = cv2.imread(str(IMAGES / name)).astype(float)
         assert drawn.shape == committed.shape, name
+        if name != "shapes.png":  # titled panels in one row: OpenCV's text rendering varies
+            drawn, committed = drawn[module.HEADER :], committed[module.HEADER :]
         assert np.abs(drawn - committed).mean() < 1.0, f"docs/images/{name} is out of date"
     methods = cv2.imread(str(tmp_path / "methods.png"))
     assert methods.shape[0] == cv2.imread(str(IMAGES / "methods.png")).shape[0]
