@@ -241,12 +241,19 @@ def run_dataset(
         collate_fn=_as_list,
     )
     show = not args.no_progress and rank == 0 and not progress_disabled()
+    # OpenCV's own thread pool in the two writing threads would compete with the model for the
+    # cores; one OpenCV thread (set before the decoding workers fork, so they inherit it).
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
     write = partial(_write_one, out, explainer, args.save_maps)
     bar_options = {"unit": "image", "disable": not show, "file": sys.stderr}
-    with tqdm(total=len(mine), desc=explainer.method, **bar_options) as bar:
-        for batch in _explain_batches(loader, mine, requests, explainer, write, device):
-            part.append(sorted(batch, key=position))
-            bar.update(len({r["image"] for r in batch}))
+    try:
+        with tqdm(total=len(mine), desc=explainer.method, **bar_options) as bar:
+            for batch in _explain_batches(loader, mine, requests, explainer, write, device):
+                part.append(sorted(batch, key=position))
+                bar.update(len({r["image"] for r in batch}))
+    finally:
+        cv2.setNumThreads(opencv_threads)
     _barrier(world)
     records: list[dict[str, Any]] = []
     if rank == 0:
