@@ -16,7 +16,7 @@ from pytorch_grad_cam._checks import check_finite_scores
 from pytorch_grad_cam._forward_pass import ForwardPass
 from pytorch_grad_cam._perturbation import check_batch_size, progress_bar, require_targets
 from pytorch_grad_cam._targets import Target, target_scores
-from pytorch_grad_cam.ablation_layer import AblationLayer
+from pytorch_grad_cam.ablation_layer import AblationLayer, check_channel_axis
 from pytorch_grad_cam.base_cam import BaseCAM
 
 # names grad-cam 1.5.7 also exposes from this module
@@ -119,6 +119,7 @@ class AblationCAM(BaseCAM):
         captures = _forward_pass(self).captures_of(index)
         raw = captures[-1].output()  # the explained call of the layer, as it returned it
         layer = self.ablation_layer
+        check_channel_axis(layer, raw, channels, target_layer_name)
         with torch.no_grad():
             # (on the device even if a target returns Python numbers)
             original = target_scores(self.outputs, targets).float().to(device)

@@ -107,6 +107,26 @@ class AblationLayer(nn.Module):
         return out
 
 
+def check_channel_axis(ablation_layer: Any, output: Any, channels: int, name: str) -> None:
+    """Raise if ``ablation_layer`` would ablate another axis of the layer ``output`` than the
+    one holding its ``channels`` (e.g. ``AblationLayer`` on a channels-last Swin output)."""
+    axis = getattr(ablation_layer, "channel_dim", None)
+    if axis is None or not isinstance(output, torch.Tensor) or output.ndim < 2:
+        return
+    if output.shape[axis] == channels:
+        return
+    hint = ""
+    if output.shape[-1] == channels:
+        hint = "; its channels are last (ViT/Swin tokens): pass ablation_layer=AblationLayerVit()"
+    elif output.shape[1] == channels:
+        hint = "; its channels are on axis 1: pass ablation_layer=AblationLayer()"
+    raise ValueError(
+        f"ablation_layer {type(ablation_layer).__name__}() ablates axis {axis} of {name}'s "
+        f"output of shape {tuple(output.shape)}, which does not hold its {channels} "
+        f"channels{hint}"
+    )
+
+
 class AblationLayerVit(AblationLayer):
     """Ablates channels of channels-last outputs: ViT tokens (B, tokens, C), Swin (B, H, W, C).
 

@@ -34,6 +34,13 @@ class GuidedBackpropReLU(torch.autograd.Function):
     """``relu(x)`` whose backward keeps positive gradients where ``x > 0``.
 
     Use ``GuidedBackpropReLU.apply(x)``, or the ``GuidedBackpropReLUasModule`` layer.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+        >>> GuidedBackpropReLU.apply(x).mul(torch.tensor([5.0, 5.0, -5.0])).sum().backward()
+        >>> x.grad  # only positive gradients, only where x > 0
+        tensor([0., 5., 0.])
     """
 
     @staticmethod

@@ -263,6 +263,48 @@ def test_vit_split_and_full_paths_agree():
     np.testing.assert_allclose(maps[0], maps[1], atol=1e-5)
 
 
+class ChannelsLast(nn.Module):
+    """A conv layer whose output is laid out (B, H, W, C), as Swin blocks return theirs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+        self.block = nn.Identity()
+        self.head = nn.Linear(5, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.block(self.conv(x).permute(0, 2, 3, 1))  # (B, H, W, 5)
+        return self.head(tokens.mean(dim=(1, 2)))
+
+
+def channels_last_transform(tokens: torch.Tensor) -> torch.Tensor:
+    return tokens.permute(0, 3, 1, 2)
+
+
+def test_channels_last_outputs_need_the_vit_ablation_layer():
+    model = ChannelsLast().eval()
+    x, targets = torch.rand(2, 3, 6, 6), [ClassifierOutputTarget(1)]
+    cam = AblationCAM(
+        model, [model.block], reshape_transform=channels_last_transform, progress=False
+    )
+    expect_clean_error(
+        model,
+        lambda: cam(x, targets),
+        ValueError,
+        r"ablation_layer AblationLayer\(\) ablates axis 1 of target_layers\[0\]'s output of "
+        r"shape \(2, 6, 6, 5\).*pass ablation_layer=AblationLayerVit\(\)",
+    )
+    vit_layer = AblationCAM(
+        model,
+        [model.block],
+        reshape_transform=channels_last_transform,
+        ablation_layer=AblationLayerVit(),
+        progress=False,
+    )
+    maps = vit_layer(x, targets)
+    assert maps.shape == (2, 6, 6) and np.all(maps.max(axis=(1, 2)) > 0.99)
+
+
 # ----------------------------------------------------------------------------- options
 
 

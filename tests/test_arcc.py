@@ -50,15 +50,19 @@ def test_coherency_runs_the_cam_on_the_masked_image():
 
 
 def test_arcc_is_the_harmonic_mean_with_clamps():
-    case = make_probe_case()
-    cams = np.zeros((2, 9, 12), np.float32)
+    case = make_probe_case(batch=3)
+    cams = np.zeros((3, 9, 12), np.float32)
     cams[:, :3] = 1.0  # complexity 1/3
     arcc = ARCC(Replay(cams))  # coherency 1
-    arcc.road = lambda x, maps, targets, model: np.array([0.25, -0.1])  # LeRF - MoRF = 0.5, -0.2
+    # LeRF - MoRF = 0.5, -0.2, 1.6
+    arcc.road = lambda x, maps, targets, model: np.array([0.25, -0.1, 0.8])
     expected_first = 3 / (1 / 1.0 + 1 / (2 / 3) + 1 / 0.5)
     expected_second = 3 / (1 + 1.5 + 1e8)  # a negative ROAD term is clamped at 1e-8
+    expected_third = 3 / (1 + 1.5 + 1)  # a ROAD term above 1 is clipped to 1
     np.testing.assert_allclose(
-        arcc(case.x, cams, case.targets, case.model), [expected_first, expected_second], rtol=1e-5
+        arcc(case.x, cams, case.targets, case.model),
+        [expected_first, expected_second, expected_third],
+        rtol=1e-5,
     )
 
 

@@ -191,3 +191,37 @@ def test_refine_cam_and_sess(composed_cases, name):
     )  # fmt: skip
     check(sess(x, TARGETS), (2, 64, 64))
     check_clean(model)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11", "vit", "swin"])
+def test_multilayer_ablation_cam(composed_cases, name):
+    from pytorch_grad_cam import AblationLayerVit
+    from pytorch_grad_cam.ablation_cam_multilayer import AblationCAM as MultiLayerAblationCAM
+
+    model, layers, transform, _ = composed_cases[name]
+    if name == "resnet18":  # the layers must have the same number of channels
+        layers = [model.layer4[0], model.layer4[-1]]
+    elif name == "vgg11":
+        layers = [model.features[-3], model.features[-1]]
+    options = {"ablation_layer": AblationLayerVit()} if transform else {}
+    x = images(2, 64)
+    cam = MultiLayerAblationCAM(
+        model, layers, reshape_transform=transform, progress=False, **options
+    )
+    check(cam(x, TARGETS), (2, 64, 64))
+    check_clean(model)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11", "vit", "swin"])
+def test_deep_feature_factorization(composed_cases, name):
+    from pytorch_grad_cam import DeepFeatureFactorization
+
+    model, layers, transform, _ = composed_cases[name]
+    dff = DeepFeatureFactorization(model, layers[-1], reshape_transform=transform)
+    concepts, explanations = dff(images(2, 64), n_components=3)
+    assert concepts.shape[1] == 3 and np.isfinite(concepts).all()
+    assert len(explanations) == 2
+    for maps in explanations:
+        assert maps.shape == (3, 64, 64) and np.isfinite(maps).all()
+        assert maps.min() >= 0 and maps.max() <= 1 and maps.max() > 0.99
+    check_clean(model)

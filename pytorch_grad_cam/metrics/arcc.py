@@ -9,8 +9,8 @@ reward the model reacting to the mask's shape itself:
 
 ARCC = 3 / (1 / coherency + 1 / (1 - complexity) + 1 / road),  road = LeRF - MoRF
 
-(``2 * ROADCombined``), each term clamped below at 1e-8. Higher is better; with probability
-targets (``ClassifierOutputSoftmaxTarget``) every term, and ARCC, is at most 1.
+(``2 * ROADCombined``, clipped to [0, 1] as in grad-cam), each term clamped below at 1e-8.
+Higher is better; every term, and so ARCC, is at most 1.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class ARCC:
         """(B,) float32 ARCC."""
         coherency = Coherency()(input_tensor, grayscale_cams, targets, model, self.base_method)
         simplicity = 1 - Complexity()(grayscale_cams)
-        road = 2 * self.road(input_tensor, grayscale_cams, targets, model)
+        road = np.clip(2 * self.road(input_tensor, grayscale_cams, targets, model), 0, 1)
         terms = np.stack([coherency, simplicity, road]).astype(np.float64)
         return np.float32(3 / (1 / np.maximum(terms, EPS)).sum(axis=0))
 

@@ -63,6 +63,15 @@ class NoisyLinearImputer:
             centre is ignored. Must be point-symmetric (w(d) = w(-d)).
         max_iter: most conjugate-gradient iterations.
         tol: relative residual at which to stop.
+
+    Example:
+        >>> import torch
+        >>> img = torch.full((1, 3, 8, 8), 0.5)
+        >>> keep = torch.ones(1, 8, 8)
+        >>> keep[0, 2:5, 3:6] = 0  # remove a 3x3 block
+        >>> filled = NoisyLinearImputer(noise=0.0)(img, keep)
+        >>> bool(torch.allclose(filled, img, atol=1e-4))  # a flat image is filled with itself
+        True
     """
 
     def __init__(
@@ -240,6 +249,17 @@ class ROADMostRelevantFirst(PerturbationConfidenceMetric):
     """ROAD MoRF: impute the (100 - percentile)% most relevant pixels; score change.
 
     A faithful CAM gives a large drop (more negative is better).
+
+    Example:
+        >>> import torch
+        >>> from pytorch_grad_cam import GradCAM
+        >>> from pytorch_grad_cam.demo import load_demo_model
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+        >>> model, x = load_demo_model(), torch.rand(2, 3, 64, 64)
+        >>> targets = [ClassifierOutputSoftmaxTarget(0)]
+        >>> maps = GradCAM(model, [model.target_layer])(x, targets)
+        >>> ROADMostRelevantFirst(percentile=80)(x, maps, targets, model).shape
+        (2,)
     """
 
     def __init__(
@@ -256,6 +276,18 @@ class ROADLeastRelevantFirst(PerturbationConfidenceMetric):
     """ROAD LeRF: impute the (100 - percentile)% least relevant pixels; score change.
 
     A faithful CAM gives a small drop (higher is better).
+
+    Example:
+        >>> import torch
+        >>> from pytorch_grad_cam.demo import load_demo_model
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        >>> model, x = load_demo_model(), torch.rand(1, 3, 64, 64)
+        >>> maps = torch.zeros(1, 64, 64)
+        >>> maps[0, :32] = 1  # the top half is "relevant": LeRF imputes the bottom half
+        >>> metric = ROADLeastRelevantFirst(percentile=50)
+        >>> _, imputed = metric(x, maps, [ClassifierOutputTarget(0)], model, True)
+        >>> bool(torch.equal(imputed[0, :, :32], x[0, :, :32]))  # the relevant half is kept
+        True
     """
 
     def __init__(
@@ -269,7 +301,17 @@ class ROADLeastRelevantFirst(PerturbationConfidenceMetric):
 
 
 class ROADMostRelevantFirstAverage(AveragerAcrossThresholds):
-    """ROAD MoRF averaged over ``percentiles`` (lower is better)."""
+    """ROAD MoRF averaged over ``percentiles`` (lower is better).
+
+    Example:
+        >>> import torch
+        >>> from pytorch_grad_cam.demo import load_demo_model
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        >>> model, x = load_demo_model(), torch.rand(2, 3, 64, 64)
+        >>> metric = ROADMostRelevantFirstAverage(percentiles=[20, 80])
+        >>> metric(x, torch.rand(2, 64, 64), [ClassifierOutputTarget(1)], model).shape
+        (2,)
+    """
 
     def __init__(
         self,
@@ -283,7 +325,17 @@ class ROADMostRelevantFirstAverage(AveragerAcrossThresholds):
 
 
 class ROADLeastRelevantFirstAverage(AveragerAcrossThresholds):
-    """ROAD LeRF averaged over ``percentiles`` (higher is better)."""
+    """ROAD LeRF averaged over ``percentiles`` (higher is better).
+
+    Example:
+        >>> import torch
+        >>> from pytorch_grad_cam.demo import load_demo_model
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        >>> model, x = load_demo_model(), torch.rand(2, 3, 64, 64)
+        >>> metric = ROADLeastRelevantFirstAverage(percentiles=[20, 80])
+        >>> metric(x, torch.rand(2, 64, 64), [ClassifierOutputTarget(1)], model).shape
+        (2,)
+    """
 
     def __init__(
         self,
@@ -297,7 +349,20 @@ class ROADLeastRelevantFirstAverage(AveragerAcrossThresholds):
 
 
 class ROADCombined:
-    """(LeRF average - MoRF average) / 2 over ``percentiles``: higher is more faithful."""
+    """(LeRF average - MoRF average) / 2 over ``percentiles``: higher is more faithful.
+
+    Example:
+        >>> import torch
+        >>> from pytorch_grad_cam import GradCAM
+        >>> from pytorch_grad_cam.demo import load_demo_model
+        >>> from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+        >>> model, x = load_demo_model(), torch.rand(2, 3, 64, 64)
+        >>> targets = [ClassifierOutputSoftmaxTarget(0)]
+        >>> maps = GradCAM(model, [model.target_layer])(x, targets)
+        >>> scores = ROADCombined(percentiles=[20, 80])(x, maps, targets, model)
+        >>> scores.shape, bool(((-1 <= scores) & (scores <= 1)).all())  # probabilities
+        ((2,), True)
+    """
 
     def __init__(
         self,
