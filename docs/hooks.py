@@ -9,8 +9,6 @@ A page uses these directives, each an HTML comment alone on a line:
     the script's docstring as the page's text, how to run it, then its source;
 ``<!-- methods -->``
     one API entry (mkdocstrings) per CAM method the package exports, with its formula;
-``<!-- api: dotted.module.path -->``
-    the module's API entry when the module exists (names still being added to the package).
 
 A directive naming a missing section or script stops the build.
 """
@@ -18,7 +16,6 @@ A directive naming a missing section or script stops the build.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import posixpath
 import re
 from pathlib import Path
@@ -27,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 EXAMPLES = ROOT / "usage_examples"
-DIRECTIVE = re.compile(r"^<!-- (readme|example|methods|api)(?:: (.+?))? -->$", re.M)
+DIRECTIVE = re.compile(r"^<!-- (readme|example|methods)(?:: (.+?))? -->$", re.M)
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 
 
@@ -116,15 +113,6 @@ def method_entries() -> str:
     return "\n".join(entries)
 
 
-def api_entry(module: str) -> str:
-    """The module's API entry, or nothing while the package has no such module."""
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        found = False
-    return f"::: {module}\n" if found else ""
-
-
 def expand(markdown: str, page_path: str, docs_dir: Path) -> str:
     """The page's markdown with every directive replaced by what it names.
 
@@ -141,9 +129,7 @@ def expand(markdown: str, page_path: str, docs_dir: Path) -> str:
             return fix_links(section, page_path, docs_dir)
         if kind == "example":
             return example_page(argument)
-        if kind == "methods":
-            return method_entries()
-        return api_entry(argument)
+        return method_entries()
 
     return DIRECTIVE.sub(replace, markdown)
 
