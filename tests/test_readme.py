@@ -185,3 +185,22 @@ def test_script_draws_the_committed_pictures(tmp_path: Path, monkeypatch) -> Non
         assert np.abs(drawn - committed).mean() < 1.0, f"docs/images/{name} is out of date"
     methods = cv2.imread(str(tmp_path / "methods.png"))
     assert methods.shape[0] == cv2.imread(str(IMAGES / "methods.png")).shape[0]
+
+
+@pytest.mark.parametrize(
+    "name, rows", [("two_classes.png", 1), ("smoothing.png", 1), ("methods.png", 2)]
+)
+def test_every_panel_of_the_pictures_has_a_title(name: str, rows: int) -> None:
+    spec = importlib.util.spec_from_file_location("make_readme_images", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    picture = cv2.imread(str(IMAGES / name), cv2.IMREAD_GRAYSCALE)
+    step = module.PANEL + 4  # panels and the white gaps between them
+    assert picture.shape[0] == rows * (module.HEADER + step) - 4
+    columns = (picture.shape[1] + 4) // step
+    assert columns >= 3
+    for row in range(rows):
+        top = row * (module.HEADER + step)
+        for column in range(columns):
+            strip = picture[top : top + module.HEADER, column * step : column * step + module.PANEL]
+            assert (strip < 128).sum() > 20, f"panel {row},{column} of {name} has no title"
