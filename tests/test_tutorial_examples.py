@@ -25,6 +25,7 @@ import pytorch_grad_cam
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "usage_examples"
 RANDOM = "random weights: the map has no meaning"
+WIDE = (120, 200)  # height, width of a non-square input: the pictures keep it
 TUTORIALS = [
     "detection_example",
     "segmentation_example",
@@ -78,14 +79,36 @@ def read(path: Path) -> np.ndarray:
     return picture
 
 
+@pytest.fixture
+def wide_image(tmp_path) -> str:
+    """A 200 x 120 picture of the generated disc and square, stretched (outside the working
+    directory, so that it is not among the files written)."""
+    from pytorch_grad_cam.demo.shapes import make_shapes_image
+
+    rgb = make_shapes_image(np.random.default_rng(0), classes=(0, 1), size=64)[0]
+    wide = cv2.resize(np.uint8(255 * rgb), WIDE[::-1], interpolation=cv2.INTER_NEAREST)
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
+    return str(path)
+
+
+def assert_pictures_at(directory: Path, shape: tuple[int, int]) -> None:
+    """Every picture in ``directory`` is ``shape`` (height, width) pixels."""
+    pictures = sorted(directory.glob("*.jpg"))
+    assert pictures
+    for path in pictures:
+        assert read(path).shape == (*shape, 3), path.name
+
+
 # ------------------------------------------------------------------------------- detection
 
 
-def test_detection_eigencam_and_ablationcam_on_a_random_faster_rcnn(offline, capsys):
+def test_detection_eigencam_and_ablationcam_on_a_random_faster_rcnn(offline, capsys, wide_image):
     example = load("detection_example")
     maps = example.main(
         [*("--method", "eigencam,ablationcam", "--max-boxes", "2", "--device", "cpu")]
         + [*("--ratio-channels-to-ablate", "0.01", "--output-dir", "out")]
+        + ["--image-path", wide_image]
     )
     captured = capsys.readouterr()
     assert "weights are not cached" in captured.err and RANDOM in captured.err
@@ -93,13 +116,13 @@ def test_detection_eigencam_and_ablationcam_on_a_random_faster_rcnn(offline, cap
     assert len(re.findall(r"^detected: .+ score 0\.\d+, box \(", captured.out, re.M)) == 2
     assert set(maps) == {"eigencam", "ablationcam"}
     for grayscale_cam in maps.values():
-        assert_real_map(grayscale_cam, (320, 320))
+        assert_real_map(grayscale_cam, WIDE)
     assert not np.allclose(maps["eigencam"], maps["ablationcam"], atol=0.05)
     expected = {"detections.jpg"} | {
         f"{m}_{kind}.jpg" for m in maps for kind in ("cam", "in_boxes")
     }
     assert written(offline) == {f"out/{name}" for name in expected}
-    assert read(offline / "out" / "ablationcam_cam.jpg").shape == (320, 320, 3)
+    assert_pictures_at(offline / "out", WIDE)
 
 
 def test_detection_map_in_boxes_is_rescaled_inside_and_zero_outside():
@@ -118,14 +141,16 @@ def test_detection_map_in_boxes_is_rescaled_inside_and_zero_outside():
 # ---------------------------------------------------------------------------- segmentation
 
 
-def test_segmentation_explains_the_predicted_mask(offline, capsys):
+def test_segmentation_explains_the_predicted_mask(offline, capsys, wide_image):
     example = load("segmentation_example")
-    maps = example.main(["--size", "96", "--device", "cpu", "--output-dir", "out"])
+    argv = ["--size", "96", "--device", "cpu", "--output-dir", "out", "--image-path", wide_image]
+    maps = example.main(argv)
     captured = capsys.readouterr()
     assert RANDOM in captured.err
     assert re.search(r"^explaining: \w+ \(\d+\), \d+% of the pixels$", captured.out, re.M)
-    assert_real_map(maps["gradcam"], (96, 96))
+    assert_real_map(maps["gradcam"], (96, 160))  # the model's input: shorter side 96
     assert written(offline) == {"out/segmentation.jpg", "out/gradcam_cam.jpg"}
+    assert_pictures_at(offline / "out", WIDE)
 
 
 def test_segmentation_output_wrapper_returns_the_scores():
@@ -149,18 +174,22 @@ def test_segmentation_output_wrapper_returns_the_scores():
 # ------------------------------------------------------------------------------ embeddings
 
 
-def test_embeddings_one_map_per_concept(offline, capsys):
+def test_embeddings_one_map_per_concept(offline, capsys, wide_image):
     example = load("embeddings_example")
     maps = example.main(
         ["--model", "resnet18", "--no-pretrained", "--device", "cpu", "--output-dir", "out"]
+        + ["--image-path", wide_image]
     )
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert RANDOM in captured.err
     assert len(re.findall(r"^similarity to (circle|square): -?[01]\.\d{3}$", out, re.M)) == 2
     assert set(maps) == {"circle", "square"}
     for grayscale_cam in maps.values():
         assert_real_map(grayscale_cam, (224, 224))
     assert not np.allclose(maps["circle"], maps["square"], atol=1e-3)  # per-image targets
     assert written(offline) == {"out/gradcam_circle.jpg", "out/gradcam_square.jpg"}
+    assert_pictures_at(offline / "out", WIDE)
 
 
 # ---------------------------------------------------------------------------- transformers
@@ -170,19 +199,20 @@ def test_embeddings_one_map_per_concept(offline, capsys):
     ("model", "method"),
     [("google/vit-base-patch16-224", "gradcam"), ("facebook/convnext-tiny-224", "layercam")],
 )
-def test_huggingface_classifier_with_logits_output(offline, capsys, model, method):
+def test_huggingface_classifier_with_logits_output(offline, capsys, model, method, wide_image):
     pytest.importorskip("transformers")
     example = load("huggingface_example")
     argv = ["--model", model, "--method", method, "--no-pretrained", "--device", "cpu"]
-    maps = example.main([*argv, "--output-dir", "out"])
+    maps = example.main([*argv, "--output-dir", "out", "--image-path", wide_image])
     captured = capsys.readouterr()
     assert RANDOM in captured.err
     assert re.search(r"^predicted class: (\d+) \(LABEL_\1\)$", captured.out, re.M)
     assert_real_map(maps[method], (224, 224))
     assert written(offline) == {f"out/{method}_cam.jpg"}
+    assert_pictures_at(offline / "out", WIDE)
 
 
-def test_clip_script_offline_builds_a_small_clip(tmp_path):
+def test_clip_script_offline_builds_a_small_clip(tmp_path, wide_image):
     pytest.importorskip("transformers")
     env = {
         **os.environ,
@@ -194,7 +224,7 @@ def test_clip_script_offline_builds_a_small_clip(tmp_path):
     workdir.mkdir()
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "clip_example.py"), "--output-dir", "out"]
-        + ["--labels", "a red disc", "a square", "--device", "cpu"],
+        + ["--labels", "a red disc", "a square", "--device", "cpu", "--image-path", wide_image],
         capture_output=True,
         text=True,
         env=env,
@@ -211,7 +241,7 @@ def test_clip_script_offline_builds_a_small_clip(tmp_path):
     assert sum(float(p) for _, p in probabilities) == pytest.approx(1, abs=0.002)
     assert written(workdir) == {"out/gradcam_0_a_red_disc.jpg", "out/gradcam_1_a_square.jpg"}
     pictures = [read(workdir / name) for name in sorted(written(workdir))]
-    assert all(p.shape == (224, 224, 3) for p in pictures)
+    assert all(p.shape == (*WIDE, 3) for p in pictures)
     assert not np.array_equal(*pictures)  # one map per prompt
 
 
@@ -259,9 +289,10 @@ def test_volume_without_training_says_the_weights_are_random(offline, capsys):
 # --------------------------------------------------------------------------------- metrics
 
 
-def test_metrics_tutorial_ranks_gradcam_above_the_random_baseline(offline, capsys):
+def test_metrics_tutorial_ranks_gradcam_above_the_random_baseline(offline, capsys, wide_image):
     example = load("metrics_example")
-    scores = example.main(["--model", "demo", "--device", "cpu", "--output-dir", "out"])
+    argv = ["--model", "demo", "--device", "cpu", "--output-dir", "out", "--image-path", wide_image]
+    scores = example.main(argv)
     out = capsys.readouterr().out
     methods = ["gradcam", "gradcam++", "eigencam", "layercam", "randomcam"]
     assert list(scores)[: len(methods)] == methods
@@ -276,26 +307,46 @@ def test_metrics_tutorial_ranks_gradcam_above_the_random_baseline(offline, capsy
     assert ("ARCC" in scores["gradcam"]) == (example.ARCC is not None)
     assert ("sobel" in scores) == (example.sobel_cam is not None)
     assert written(offline) == {"out/metrics.jpg", "out/road_perturbations.jpg"}
-    assert read(offline / "out" / "metrics.jpg").shape[1] == len(scores) * example.PANEL
+    # One panel per map (per picture), PANEL high with the image's aspect ratio, under a title.
+    panel_width = round(example.PANEL * WIDE[1] / WIDE[0])
+    assert read(offline / "out" / "metrics.jpg").shape == (
+        example.PANEL + 22,
+        len(scores) * panel_width,
+        3,
+    )
+    assert read(offline / "out" / "road_perturbations.jpg").shape[1] == 3 * panel_width
+
+
+def test_metrics_with_random_weights_says_so(offline, capsys):
+    # A class out of range stops the run right after the model is built (ROAD on a ResNet is slow).
+    argv = ["--model", "resnet18", "--no-pretrained", "--target-category", "1000"]
+    with pytest.raises(SystemExit):
+        load("metrics_example").main([*argv, "--device", "cpu", "--output-dir", "out"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == f"note: --no-pretrained; using {RANDOM}"
+    assert "out of range" in lines[-1]
 
 
 # ------------------------------------------------------------------------------------- DFF
 
 
-def test_dff_example_factorises_into_named_concepts(offline, capsys):
+def test_dff_example_factorises_into_named_concepts(offline, capsys, wide_image):
     pytest.importorskip("pytorch_grad_cam.feature_factorization.deep_feature_factorization")
     image = pytest.importorskip("pytorch_grad_cam.utils.image")
     if not hasattr(image, "show_factorization_on_image"):
         pytest.skip("utils.image has no show_factorization_on_image yet")
     example = load("dff_example")
     argv = ["--model", "resnet18", "--no-pretrained", "--n-components", "3", "--device", "cpu"]
-    explanations = example.main([*argv, "--output-dir", "out"])
-    out = capsys.readouterr().out
+    explanations = example.main([*argv, "--output-dir", "out", "--image-path", wide_image])
+    captured = capsys.readouterr()
+    out = captured.out
+    assert RANDOM in captured.err
     assert len(re.findall(r"^concept \d: .+:\d\.\d\d", out, re.M)) == 3
     assert explanations.shape == (3, 224, 224)
     assert np.isfinite(explanations).all() and explanations.min() >= 0
     assert written(offline) == {"out/dff.jpg"}
-    assert read(offline / "out" / "dff.jpg").shape[0] == 224
+    # The image at its own size, then the legend on a panel of the same size.
+    assert read(offline / "out" / "dff.jpg").shape == (WIDE[0], 2 * WIDE[1], 3)
 
 
 # ------------------------------------------------------------------------ the conventions
@@ -303,13 +354,17 @@ def test_dff_example_factorises_into_named_concepts(offline, capsys):
 
 @pytest.mark.parametrize("name", TUTORIALS)
 def test_help_lists_the_conventions(name, capsys):
+    example = load(name)
+    from example_utils import cam_methods
+
     with pytest.raises(SystemExit) as info:
-        load(name).main(["--help"])
+        example.main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert "--output-dir" in text and "--device" in text
-    if name not in ("dff_example",):
-        assert "--method" in text and "gradcam" in text
+    if name not in ("dff_example",):  # no --method: it explains no class
+        assert "--method" in text
+        assert all(method in text for method in cam_methods()), text
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,8 @@ How it works:
    class token and a 7 x 7 grid for ViT-B/32 at 224 pixels) become a map through
    ``vit_reshape_transform``.
 
-Writes ``{method}_{k}_{label}.jpg`` into ``--output-dir`` per label, and prints each label's
+Writes ``{method}_{k}_{label}.jpg`` into ``--output-dir`` per label (at the input image's own
+size), and prints each label's
 probability. Weights and tokenizer are downloaded once from the hub. Without them (offline and
 not cached, or ``--no-pretrained``) the example builds a small CLIP from a configuration with
 random weights and numbers the prompts' words itself instead of tokenizing them: the maps have
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pytorch_grad_cam.utils.image import preprocess_image, show_cam_on_image
+from pytorch_grad_cam.utils.image import preprocess_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
 
@@ -53,8 +54,10 @@ from example_utils import (  # noqa: E402
     hub_model,
     load_rgb,
     one_line,
+    overlay,
     prepare_hub,
     require,
+    resized,
     save_rgb,
 )
 
@@ -151,7 +154,8 @@ def load_clip(args: argparse.Namespace) -> tuple[nn.Module, dict[str, torch.Tens
 def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Run the example; ``argv`` defaults to the command line. Returns the map by label."""
     args = parse_args(argv)
-    rgb = load_rgb(args.image_path, SIZE)
+    image = load_rgb(args.image_path)
+    rgb = resized(image, SIZE)  # the model's input
     clip, text_inputs = load_clip(args)
     text_inputs = {k: v.to(args.device) for k, v in text_inputs.items()}
     model = ImageClassifier(clip, text_inputs).to(args.device).eval()
@@ -178,8 +182,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     result = {}
     for k, (label, grayscale_cam) in enumerate(zip(args.labels, maps)):
         slug = re.sub(r"\W+", "_", label.strip().lower()).strip("_")[:40] or "label"
-        overlay = show_cam_on_image(rgb, grayscale_cam, use_rgb=True)
-        save_rgb(args.output_dir, f"{args.method}_{k}_{slug}.jpg", overlay)
+        save_rgb(args.output_dir, f"{args.method}_{k}_{slug}.jpg", overlay(image, grayscale_cam))
         result[label] = grayscale_cam
     return result
 

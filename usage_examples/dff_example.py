@@ -17,7 +17,8 @@ How it works (Collins et al., ECCV 2018):
 
 Unlike a CAM, this explains no particular class: it shows how the model divides the image.
 
-Writes ``dff.jpg`` into ``--output-dir`` and prints the concepts. ImageNet weights are
+Writes ``dff.jpg`` (the image at its own size, then the legend) into ``--output-dir`` and
+prints the concepts. ImageNet weights are
 downloaded once; without them the model has random weights and the concepts have no meaning.
 """
 
@@ -41,6 +42,8 @@ from example_utils import (  # noqa: E402
     fail,
     load_rgb,
     one_line,
+    resize_map,
+    resized,
     save_rgb,
     torchvision_model,
 )
@@ -73,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> np.ndarray:
     except ImportError:
         fail("this version of pytorch_grad_cam has no Deep Feature Factorization")
 
-    rgb = load_rgb(args.image_path, SIZE)
+    image = load_rgb(args.image_path)
+    rgb = resized(image, SIZE)  # the model's input
     weights = torchvision.models.get_model_weights(args.model).DEFAULT
     labels = dict(enumerate(weights.meta["categories"]))  # ImageNet names, without a download
     model, _ = torchvision_model(
@@ -96,8 +100,9 @@ def main(argv: Sequence[str] | None = None) -> np.ndarray:
         print(f"concept {k}: {' | '.join(text.splitlines())}")
 
     explanations = np.asarray(batch_explanations[0])  # (K, H, W) for the one image
+    at_image_size = np.stack([resize_map(e, *image.shape[:2]) for e in explanations])
     picture = show_factorization_on_image(
-        rgb, explanations, image_weight=0.3, concept_labels=legend
+        image, at_image_size, image_weight=0.3, concept_labels=legend
     )
     save_rgb(args.output_dir, "dff.jpg", picture)
     return explanations

@@ -18,8 +18,9 @@ How it works:
    target per copy of the image.
 
 Writes into ``--output-dir``: ``{method}_{concept}.jpg`` per concept (named after the concept
-file, or ``circle`` and ``square``), and prints each similarity. ImageNet weights are downloaded
-once; without them the model has random weights and the maps have no meaning (a note says so).
+file, or ``circle`` and ``square``), at the image's own size, and prints each similarity.
+ImageNet weights are downloaded once; without them the model has random weights and the maps
+have no meaning (a note says so).
 """
 
 from __future__ import annotations
@@ -35,12 +36,7 @@ import torchvision
 from torch import nn
 
 from pytorch_grad_cam.demo.shapes import make_shapes_image
-from pytorch_grad_cam.utils.image import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    preprocess_image,
-    show_cam_on_image,
-)
+from pytorch_grad_cam.utils.image import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
 from pytorch_grad_cam.utils.model_targets import SimilarityToConceptTarget
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this file
@@ -51,6 +47,8 @@ from example_utils import (  # noqa: E402
     fail,
     load_rgb,
     one_line,
+    overlay,
+    resized,
     save_rgb,
     torchvision_model,
 )
@@ -86,7 +84,8 @@ def concepts(paths: list[str] | None) -> dict[str, np.ndarray]:
 def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Run the example; ``argv`` defaults to the command line. Returns the map by concept."""
     args = parse_args(argv)
-    rgb = load_rgb(args.image_path, SIZE)
+    image = load_rgb(args.image_path)
+    rgb = resized(image, SIZE)  # the model's input
     concept_images = concepts(args.concept_path)
     weights = torchvision.models.get_model_weights(args.model).DEFAULT
     model, _ = torchvision_model(
@@ -114,8 +113,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     result = {}
     for name, grayscale_cam, similarity in zip(embeddings, maps, similarities):
         print(f"similarity to {name}: {similarity:.3f}")
-        overlay = show_cam_on_image(rgb, grayscale_cam, use_rgb=True)
-        save_rgb(args.output_dir, f"{args.method}_{name}.jpg", overlay)
+        save_rgb(args.output_dir, f"{args.method}_{name}.jpg", overlay(image, grayscale_cam))
         result[name] = grayscale_cam
     return result
 

@@ -4,11 +4,13 @@ offline fallback, the image to explain and the pictures written.
 Conventions (the same as ``cam.py``):
 
 * pictures go into ``--output-dir`` (default ``output/``), nothing is written elsewhere;
+* a picture of the input image has the image's own resolution and aspect ratio: the model gets
+  the image resized to its input size, and the map is resized back (bilinearly) to the image;
 * ``--method`` takes the package's method names (``gradcam``, ``gradcam++``, ``eigencam``, ...);
 * pretrained weights are downloaded once when there is a network; without one (or with
   ``PYTORCH_GRAD_CAM_OFFLINE=1`` / ``HF_HUB_OFFLINE=1``) and nothing cached, a one-line note says
   so and the example goes on with random weights: the map then has no meaning, but every step
-  of the code runs;
+  of the code runs (every example says so with :func:`random_weights_note`);
 * a user mistake prints one ``error: ...`` line and exits with status 2.
 """
 
@@ -31,6 +33,7 @@ from torch import nn
 
 import pytorch_grad_cam
 from pytorch_grad_cam.demo.shapes import make_shapes_image
+from pytorch_grad_cam.utils.image import show_cam_on_image
 
 OFFLINE_ENVS = ("PYTORCH_GRAD_CAM_OFFLINE", "HF_HUB_OFFLINE")
 RANDOM_WEIGHTS = "random weights: the map has no meaning"
@@ -48,6 +51,12 @@ def fail(message: str) -> NoReturn:
 def note(message: str) -> None:
     """One ``note: ...`` line on stderr."""
     print(f"note: {message}", file=sys.stderr)
+
+
+def random_weights_note(reason: str, hint: str = "") -> None:
+    """The note of a model with random weights: ``note: REASON; using random weights: the map
+    has no meaning (HINT)``."""
+    note(f"{reason}; using {RANDOM_WEIGHTS}" + (f" ({hint})" if hint else ""))
 
 
 def is_cam_method(cls: object) -> bool:
@@ -178,9 +187,9 @@ def torchvision_model(
         ).is_file()
         if not cached and (offline_forced() or not host_reachable(urlparse(weights.url).netloc)):
             why = "downloads are off" if offline_forced() else "there is no network"
-            note(
-                f"{why} and the {name} weights are not cached; using {RANDOM_WEIGHTS} "
-                "(run once online to download them, or pass --no-pretrained)"
+            random_weights_note(
+                f"{why} and the {name} weights are not cached",
+                "run once online to download them, or pass --no-pretrained",
             )
         else:
             previous = socket.getdefaulttimeout()
@@ -188,14 +197,11 @@ def torchvision_model(
             try:
                 return builder(weights=weights, **kwargs).eval(), True
             except Exception as error:  # network failures come in many types
-                note(
-                    f"could not load the {name} weights ({type(error).__name__}); using "
-                    f"{RANDOM_WEIGHTS}"
-                )
+                random_weights_note(f"could not load the {name} weights ({type(error).__name__})")
             finally:
                 socket.setdefaulttimeout(previous)
     else:
-        note(f"--no-pretrained: {RANDOM_WEIGHTS}")
+        random_weights_note("--no-pretrained")
     if "weights_backbone" in inspect.signature(builder).parameters:
         kwargs["weights_backbone"] = None  # else the backbone's ImageNet weights are fetched
     return builder(weights=None, **kwargs).eval(), False
@@ -216,11 +222,35 @@ def load_rgb(image_path: str | None, size: int | tuple[int, int] | None = None) 
         if bgr is None:
             fail(f"--image-path {image_path!r}: OpenCV cannot read it as an image")
         rgb = np.float32(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)) / 255
+    return resized(rgb, size)
+
+
+def resized(rgb: np.ndarray, size: int | tuple[int, int] | None) -> np.ndarray:
+    """An RGB float image resized to ``size`` (side or (width, height); None: as it is)."""
     if size is not None:
         width, height = (size, size) if isinstance(size, int) else size
         if rgb.shape[:2] != (height, width):
             rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(rgb, dtype=np.float32)
+
+
+def resize_map(grayscale_cam: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A map in [0, 1] resized bilinearly to ``height`` x ``width``."""
+    grayscale_cam = np.float32(grayscale_cam)
+    if grayscale_cam.shape != (height, width):
+        grayscale_cam = cv2.resize(grayscale_cam, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(grayscale_cam, 0, 1)
+
+
+def overlay(image: np.ndarray, grayscale_cam: np.ndarray) -> np.ndarray:
+    """The map over the image, at the image's own size (the map of the model's input size is
+    resized to it first): an RGB uint8 picture."""
+    return show_cam_on_image(image, resize_map(grayscale_cam, *image.shape[:2]), use_rgb=True)
+
+
+def panel_size(image: np.ndarray, height: int) -> tuple[int, int]:
+    """(width, height) of a panel ``height`` pixels high with the image's aspect ratio."""
+    return max(1, round(height * image.shape[1] / image.shape[0])), height
 
 
 def titled(picture: np.ndarray, title: str) -> np.ndarray:
@@ -262,16 +292,15 @@ def hub_model(
     """``load()`` (pretrained, from the hub or its cache) or, when that fails or with
     ``pretrained=False``, ``build_random()`` with a note; and whether it is pretrained."""
     if not pretrained:
-        note(f"--no-pretrained: a small model with {RANDOM_WEIGHTS}")
+        random_weights_note("--no-pretrained: a small model of the same family")
         return build_random(), False
     try:
         return load(), True
     except Exception as error:  # no network / not cached: many exception types
-        note(
-            f"{name} is not cached and could not be downloaded ({type(error).__name__}); "
-            "using a small model "
-            f"of the same family with {RANDOM_WEIGHTS} (run once online to download it, or pass "
-            "--no-pretrained)"
+        random_weights_note(
+            f"{name} is not cached and could not be downloaded ({type(error).__name__}): "
+            "a small model of the same family",
+            "run once online to download it, or pass --no-pretrained",
         )
         return build_random(), False
 

@@ -17,10 +17,11 @@ How it works:
 3. ``--model`` is a hub name: ViT models (``google/vit-*``, ``facebook/deit-*-patch16-224``) and
    ConvNeXt ones (``facebook/convnext-*``).
 
-Writes ``{method}_cam.jpg`` into ``--output-dir``. Weights are downloaded once from the hub.
-Without them (offline and not cached, or ``--no-pretrained``) the example builds a small model
-of the same family from a configuration, with random weights: the map has no meaning, but
-every step runs. Needs ``pip install transformers`` (the ``examples`` extra).
+Writes ``{method}_cam.jpg`` into ``--output-dir``, at the input image's own size. Weights are
+downloaded once from the hub. Without them (offline and not cached, or ``--no-pretrained``)
+the example builds a small model of the same family from a configuration, with random
+weights: the map has no meaning, but every step runs. Needs ``pip install transformers``
+(the ``examples`` extra).
 """
 
 from __future__ import annotations
@@ -36,12 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pytorch_grad_cam.utils.image import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    preprocess_image,
-    show_cam_on_image,
-)
+from pytorch_grad_cam.utils.image import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
 
@@ -54,8 +50,10 @@ from example_utils import (  # noqa: E402
     hub_model,
     load_rgb,
     one_line,
+    overlay,
     prepare_hub,
     require,
+    resized,
     save_rgb,
 )
 
@@ -117,7 +115,8 @@ def target_layer_and_transform(model: nn.Module) -> tuple[nn.Module, Any]:
 def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Run the example; ``argv`` defaults to the command line. Returns the map by method."""
     args = parse_args(argv)
-    rgb = load_rgb(args.image_path, SIZE)
+    image = load_rgb(args.image_path)
+    rgb = resized(image, SIZE)  # the model's input
     prepare_hub()  # before transformers is imported
     transformers = require("transformers")
     family = "convnext" if "convnext" in args.model.lower() else "vit"
@@ -147,8 +146,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
             grayscale_cam = cam(input_tensor, targets=[ClassifierOutputTarget(category)])[0]
     except (ValueError, TypeError, RuntimeError) as error:
         fail(f"--method {args.method} failed on {args.model}: {one_line(error)}")
-    overlay = show_cam_on_image(rgb, grayscale_cam, use_rgb=True)
-    save_rgb(args.output_dir, f"{args.method}_cam.jpg", overlay)
+    save_rgb(args.output_dir, f"{args.method}_cam.jpg", overlay(image, grayscale_cam))
     return {args.method: grayscale_cam}
 
 

@@ -34,8 +34,8 @@ numbers mean something. The default, a torchvision ResNet-50, gets its ImageNet 
 downloaded once; without them its weights are random and the comparison has no meaning.
 
 Writes into ``--output-dir``: ``metrics.jpg`` (every map with its ROAD score) and
-``road_perturbations.jpg`` (what ROAD MoRF and LeRF feed the model for the first method);
-prints the table.
+``road_perturbations.jpg`` (what ROAD MoRF and LeRF feed the model for the first method), one
+panel per picture, ``PANEL`` pixels high with the input image's aspect ratio; prints the table.
 """
 
 from __future__ import annotations
@@ -77,6 +77,9 @@ from example_utils import (  # noqa: E402
     fail,
     load_rgb,
     one_line,
+    panel_size,
+    resize_map,
+    resized,
     save_rgb,
     titled,
     torchvision_model,
@@ -92,7 +95,7 @@ except ImportError:
     sobel_cam = None
 
 DEFAULT_METHODS = "gradcam,gradcam++,eigencam,layercam,randomcam"
-PANEL = 192  # side of each picture of metrics.jpg
+PANEL = 192  # height of each panel of the pictures
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -118,11 +121,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def load(args: argparse.Namespace) -> tuple[nn.Module, list[nn.Module], np.ndarray, torch.Tensor]:
-    """The model, its target layers, the RGB image and the input tensor."""
+def load(
+    args: argparse.Namespace, image: np.ndarray
+) -> tuple[nn.Module, list[nn.Module], np.ndarray, torch.Tensor]:
+    """The model, its target layers, the RGB image resized to its input and the input tensor."""
     if args.model == "demo":  # takes RGB in [0, 1] of any size; trained on 64 x 64 images
         model = load_demo_model(args.device)
-        rgb = load_rgb(args.image_path, 64)
+        rgb = resized(image, 64)
         return model, [model.target_layer], rgb, torch.from_numpy(rgb.transpose(2, 0, 1))[None]
     weights = torchvision.models.get_model_weights(args.model).DEFAULT
     model, _ = torchvision_model(
@@ -131,7 +136,7 @@ def load(args: argparse.Namespace) -> tuple[nn.Module, list[nn.Module], np.ndarr
     from pytorch_grad_cam.utils.find_layers import find_target_layer
 
     layers, _ = find_target_layer(model)
-    rgb = load_rgb(args.image_path, 224)
+    rgb = resized(image, 224)
     return model, list(layers), rgb, preprocess_image(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
@@ -164,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """Run the example; ``argv`` defaults to the command line. Returns the scores by method."""
     args = parse_args(argv)
     torch.manual_seed(0)  # RandomCAM's weights and ROAD's imputation noise: reproducible runs
-    model, layers, rgb, x = load(args)
+    image = load_rgb(args.image_path)
+    model, layers, rgb, x = load(args, image)
     model, x = model.to(args.device).eval(), x.to(args.device)
     with torch.no_grad():
         logits = model(x)[0]
@@ -203,10 +209,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         row = "".join(f"{scores[n][c]:>19.4f}" if c in scores[n] else f"{'-':>19}" for c in columns)
         print(f"{n:<14}{row}")
 
-    big = cv2.resize(rgb, (PANEL, PANEL))
+    width, height = panel_size(image, PANEL)
+    big = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
     panels = [
         titled(
-            show_cam_on_image(big, cv2.resize(maps[n], (PANEL, PANEL)), use_rgb=True),
+            show_cam_on_image(big, resize_map(maps[n], height, width), use_rgb=True),
             f"{n}: ROAD {scores[n]['ROAD combined']:+.3f}",
         )
         for n in names
@@ -222,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         shown = perturbed[0].cpu().numpy().transpose(1, 2, 0)
         if args.model != "demo":  # undo the ImageNet normalisation
             shown = shown * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
-        shown = cv2.resize(np.float32(np.clip(shown, 0, 1)), (PANEL, PANEL))
+        shown = cv2.resize(np.float32(np.clip(shown, 0, 1)), (width, height))
         pictures.append(titled(np.uint8(255 * shown), f"{first}, {title}"))
     save_rgb(args.output_dir, "road_perturbations.jpg", np.hstack(pictures))
     return scores

@@ -17,9 +17,10 @@ How it works:
 4. The target layer is the backbone's last block (``layer4`` of a ResNet, the last block of a
    MobileNet's features).
 
-Writes into ``--output-dir``: ``segmentation.jpg`` (the mask of the class) and
-``{method}_cam.jpg``. Pretrained weights (COCO with the VOC classes) are downloaded once;
-without them the model has random weights and the map has no meaning (a note says so).
+Writes into ``--output-dir``, at the input image's own size: ``segmentation.jpg`` (the mask of
+the class) and ``{method}_cam.jpg``. Pretrained weights (COCO with the VOC classes) are
+downloaded once; without them the model has random weights and the map has no meaning (a note
+says so).
 """
 
 from __future__ import annotations
@@ -35,12 +36,7 @@ import torch
 import torchvision
 from torch import nn
 
-from pytorch_grad_cam.utils.image import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    preprocess_image,
-    show_cam_on_image,
-)
+from pytorch_grad_cam.utils.image import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this file
@@ -52,6 +48,8 @@ from example_utils import (  # noqa: E402
     load_rgb,
     note,
     one_line,
+    overlay,
+    resized,
     save_rgb,
     torchvision_model,
 )
@@ -84,7 +82,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=MODELS[0], choices=MODELS, help="torchvision model")
     parser.add_argument("--category", help="class to explain, e.g. car (default: the largest)")
     parser.add_argument(
-        "--size", type=int, default=320, help="shorter side of the input in pixels (default 320)"
+        "--size",
+        type=int,
+        default=320,
+        help="shorter side of the model's input in pixels (default 320)",
     )
     args = parser.parse_args(argv)
     check_args(args, methods)
@@ -108,9 +109,10 @@ def pick_category(asked: str | None, predicted: np.ndarray, names: list[str]) ->
 def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Run the example; ``argv`` defaults to the command line. Returns the map by method."""
     args = parse_args(argv)
-    rgb = load_rgb(args.image_path)
-    scale = args.size / min(rgb.shape[:2])
-    rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)))
+    image = load_rgb(args.image_path)
+    height, width = image.shape[:2]
+    scale = args.size / min(height, width)
+    rgb = resized(image, (round(width * scale), round(height * scale)))  # the model's input
     weights = torchvision.models.get_model_weights(args.model).DEFAULT
     names = weights.meta["categories"]  # the Pascal VOC classes, without a download
     model, _ = torchvision_model(
@@ -130,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     print(f"explaining: {names[category]} ({category}), {mask.mean():.0%} of the pixels")
 
     # The mask of the class in white over a darkened image.
-    shown = np.uint8(255 * (0.4 * rgb + 0.6 * mask[..., None]))
+    shown_mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    shown = np.uint8(255 * (0.4 * image + 0.6 * shown_mask[..., None]))
     save_rgb(args.output_dir, "segmentation.jpg", shown)
 
     # The backbone's last block: layer4 of a ResNet, the last block of a MobileNet.
@@ -141,11 +144,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
             grayscale_cam = cam(input_tensor, targets=targets)[0]
     except (ValueError, TypeError, RuntimeError, IndexError) as error:
         fail(f"--method {args.method} failed on {args.model}: {one_line(error)}")
-    save_rgb(
-        args.output_dir,
-        f"{args.method}_cam.jpg",
-        show_cam_on_image(rgb, grayscale_cam, use_rgb=True),
-    )
+    save_rgb(args.output_dir, f"{args.method}_cam.jpg", overlay(image, grayscale_cam))
     return {args.method: grayscale_cam}
 
 

@@ -38,13 +38,12 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this file
 from example_utils import (  # noqa: E402
-    RANDOM_WEIGHTS,
     cam_methods,
     check_args,
     example_parser,
     fail,
-    note,
     one_line,
+    random_weights_note,
     save_rgb,
     titled,
 )
@@ -164,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         print(f"training on generated volumes for {args.train_steps} steps")
         train(model, args.train_steps, args.size, args.seed, args.device)
     else:
-        note(f"--train-steps 0: {RANDOM_WEIGHTS}")
+        random_weights_note("--train-steps 0")
     model.eval()
 
     volume, masks = make_volume(np.random.default_rng(args.seed + 1), (0, 1), args.size)
