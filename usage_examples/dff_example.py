@@ -33,7 +33,16 @@ import numpy as np
 import torch
 import torchvision
 
-from pytorch_grad_cam.utils.image import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
+from pytorch_grad_cam.feature_factorization.deep_feature_factorization import (
+    DeepFeatureFactorization,
+)
+from pytorch_grad_cam.utils.image import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    create_labels_legend,
+    preprocess_image,
+    show_factorization_on_image,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers next to this file
 from example_utils import (  # noqa: E402
@@ -68,14 +77,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> np.ndarray:
     """Run the example; ``argv`` defaults to the command line. Returns the (K, H, W) maps."""
     args = parse_args(argv)
-    try:
-        from pytorch_grad_cam.feature_factorization.deep_feature_factorization import (
-            DeepFeatureFactorization,
-        )
-        from pytorch_grad_cam.utils.image import create_labels_legend, show_factorization_on_image
-    except ImportError:
-        fail("this version of pytorch_grad_cam has no Deep Feature Factorization")
-
     image = load_rgb(args.image_path)
     rgb = resized(image, SIZE)  # the model's input
     weights = torchvision.models.get_model_weights(args.model).DEFAULT

@@ -18,7 +18,7 @@ perturbs the image according to the map and measures the target's softmax probab
   higher is better.
 * **ROAD combined** (``ROADCombined``): (LeRF - MoRF) / 2 averaged over 20/40/60/80%; higher
   is better, and a good summary.
-* **ARCC** (``metrics.arcc.ARCC``, when the package has it): ROAD combined with the map's
+* **ARCC** (``metrics.arcc.ARCC``): ROAD combined with the map's
   coherency (the map of the image multiplied by its map should be the same map) and its
   complexity (simpler maps are better).
 
@@ -26,7 +26,7 @@ The thresholds are percentiles of the map's values. As in grad-cam, pixels tied 
 threshold count as relevant: a map that is zero on more than 100 - p percent of the image makes
 ``ROADMostRelevantFirst(p)`` impute every pixel. Small shares of relevant pixels avoid that.
 
-``randomcam`` (random channel weights) and, when the package has ``sobel_cam``, an edge detector
+``randomcam`` (random channel weights) and ``sobel`` (``sobel_cam``), an edge detector
 that knows nothing about the model are baselines: a method should beat them.
 
 ``--model demo`` uses the bundled disc/square model on a generated image: offline, and the
@@ -58,6 +58,8 @@ from pytorch_grad_cam.metrics import (
     ROADLeastRelevantFirst,
     ROADMostRelevantFirst,
 )
+from pytorch_grad_cam.metrics.arcc import ARCC
+from pytorch_grad_cam.sobel_cam import sobel_cam
 from pytorch_grad_cam.utils.image import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -84,15 +86,6 @@ from example_utils import (  # noqa: E402
     titled,
     torchvision_model,
 )
-
-try:  # added to the package with Deep Feature Factorization; optional here
-    from pytorch_grad_cam.metrics.arcc import ARCC
-except ImportError:
-    ARCC = None
-try:
-    from pytorch_grad_cam.sobel_cam import sobel_cam
-except ImportError:
-    sobel_cam = None
 
 DEFAULT_METHODS = "gradcam,gradcam++,eigencam,layercam,randomcam"
 PANEL = 192  # height of each panel of the pictures
@@ -180,8 +173,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     print(f"explaining class {category}")
 
     maps, cams = compute_maps(args, model, layers, x, category)
-    if sobel_cam is not None:
-        maps["sobel"] = sobel_map(rgb)
+    maps["sobel"] = sobel_map(rgb)
 
     # Every metric scores all the maps in one batch: the image once per map.
     names = list(maps)
@@ -198,12 +190,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     for metric_name, metric in metrics.items():
         for n, value in zip(names, metric(batch, stacked, targets, model)):
             scores[n][metric_name] = float(value)
-    if ARCC is not None:  # it needs the CAM object: not for the sobel baseline
-        for n, cam in cams.items():
-            value = ARCC(cam)(x, maps[n][None], targets, model)
-            scores[n]["ARCC"] = float(np.asarray(value).ravel()[0])
+    for n, cam in cams.items():  # ARCC needs the CAM object: not for the sobel baseline
+        value = ARCC(cam)(x, maps[n][None], targets, model)
+        scores[n]["ARCC"] = float(np.asarray(value).ravel()[0])
 
-    columns = list(metrics) + (["ARCC"] if ARCC is not None else [])
+    columns = [*metrics, "ARCC"]
     print(f"{'method':<14}" + "".join(f"{c:>19}" for c in columns))
     for n in names:
         row = "".join(f"{scores[n][c]:>19.4f}" if c in scores[n] else f"{'-':>19}" for c in columns)
