@@ -111,7 +111,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="target_layer must be a submodule"):
         DeepFeatureFactorization(model, nn.Conv2d(3, 3, 1))
     factorize = DeepFeatureFactorization(model, model.features[-1])
-    with pytest.raises(ValueError, match=r"input_tensor must be an image batch"):
+    with pytest.raises(ValueError, match=r"input_tensor must be a batch of shape \(B, C, H, W\)"):
         factorize(torch.rand(3, 16, 16))
     assert not any(m._forward_hooks for m in model.modules())
 
