@@ -195,7 +195,7 @@ class SESS(ComposedCAM):
         patches, layout = windows(x, scales, window, step)  # (B, N, C, w, w), N x (x, y, W, H)
         count = patches.shape[1]
         inner = self.base_method.__name__
-        relay = MessageRelay(inner, type(self).__name__, batch, f"SESS ({inner} on windows): ")
+        relay = MessageRelay(inner, type(self).__name__, batch, "SESS (window maps): ")
         try:
             window_targets = [t for t in per_image for _ in layout]
             scores = self._scores(patches.flatten(0, 1), window_targets, keep_graph, relay)
