@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pytorch_grad_cam._arrays import as_numpy
 from pytorch_grad_cam._checks import class_index
 from pytorch_grad_cam._composition import ComposedCAM
 from pytorch_grad_cam._outputs import logits_of
@@ -70,7 +71,7 @@ class FinerCAM(ComposedCAM):
         target_idx: int | None = None,
         aug_smooth: bool = False,
     ) -> np.ndarray:
-        """Compute the maps (B, H, W) in [0, 1].
+        """Compute the maps (B, H, W) in [0, 1] (numpy of ``compute``).
 
         Args:
             input_tensor: (B, C, H, W) or (B, C, D, H, W) batch.
@@ -83,6 +84,31 @@ class FinerCAM(ComposedCAM):
             target_idx: the class to explain; None = each image's top class.
             aug_smooth: passed to the base method.
         """
+        maps = self.compute(
+            input_tensor,
+            targets,
+            aug_smooth,
+            eigen_smooth,
+            alpha=alpha,
+            comparison_categories=comparison_categories,
+            target_idx=target_idx,
+        )
+        return as_numpy(maps)
+
+    def composed_maps(
+        self,
+        input_tensor: torch.Tensor,
+        targets: Any,
+        aug_smooth: bool,
+        eigen_smooth: bool,
+        keep_graph: bool,
+        *,
+        alpha: float = 1.0,
+        comparison_categories: Sequence[int] | None = None,
+        target_idx: int | None = None,
+    ) -> torch.Tensor:
+        """The base method's maps of the targets chosen from each image's logits (``forward``
+        describes the options)."""
         chosen: Any = targets
         if targets is None:
             if comparison_categories is None:
@@ -105,7 +131,9 @@ class FinerCAM(ComposedCAM):
                     similar_class_targets(outputs, batch, target_idx, ranks, float(alpha))
                 )
             )
-        return self.base_cam(input_tensor, chosen, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+        return self.base_cam.compute(
+            input_tensor, chosen, aug_smooth, eigen_smooth, keep_graph=keep_graph
+        )
 
     __call__ = forward
 

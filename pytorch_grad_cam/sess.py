@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pytorch_grad_cam._arrays import as_numpy
-from pytorch_grad_cam._composition import ComposedCAM
+from pytorch_grad_cam._checks import check_finite_scores, checked_batch
+from pytorch_grad_cam._composition import ComposedCAM, MessageRelay
 from pytorch_grad_cam._model_state import eval_mode
 from pytorch_grad_cam._outputs import logits_of
 from pytorch_grad_cam._targets import (
@@ -110,6 +111,8 @@ class SESS(ComposedCAM):
         (2, 64, 64)
     """
 
+    input_ndims = (4,)  # images only
+
     def __init__(
         self,
         model: nn.Module,
@@ -157,26 +160,29 @@ class SESS(ComposedCAM):
         targets: Sequence[Target] | None = None,
         eigen_smooth: bool = False,
     ) -> np.ndarray:
-        """The fused maps, float32 (B, H, W) in [0, 1].
+        """The fused maps, float32 (B, H, W) in [0, 1] (numpy of ``compute``).
 
         Args:
             input_tensor: (B, C, H, W) batch.
             targets: one target per image, a single one for all, or None (top class).
             eigen_smooth: passed to the base method.
         """
-        return as_numpy(self.compute(input_tensor, targets, eigen_smooth))
+        return as_numpy(self.compute(input_tensor, targets, eigen_smooth=eigen_smooth))
 
     __call__ = forward
 
-    def compute(
+    def composed_maps(
         self,
         input_tensor: torch.Tensor,
-        targets: Sequence[Target] | None = None,
-        eigen_smooth: bool = False,
+        targets: Any,
+        aug_smooth: bool,
+        eigen_smooth: bool,
+        keep_graph: bool,
     ) -> torch.Tensor:
-        """The fused maps as a float32 tensor (B, H, W) on the model's device."""
+        """The fused maps (B, H, W); ``aug_smooth`` and ``eigen_smooth`` reach the base method
+        on every window, and with ``keep_graph`` the window scores and maps keep their graph."""
         _check_options(self)
-        x = _checked_image_batch(input_tensor, self.device)
+        x = input_tensor
         batch, height, width = x.shape[0], x.shape[2], x.shape[3]
         window = self.window_size or min(height, width)
         step = self.step_size or window
@@ -188,15 +194,24 @@ class SESS(ComposedCAM):
         per_image = self._targets(x, targets)
         patches, layout = windows(x, scales, window, step)  # (B, N, C, w, w), N x (x, y, W, H)
         count = patches.shape[1]
-        scores = self._scores(patches.flatten(0, 1), [t for t in per_image for _ in layout])
-        scores = scores.view(batch, count)
-        keep = count - int(count * self.pre_filter_ratio)
-        kept = scores.argsort(dim=1, stable=True)[:, count - keep :]  # (B, K), lowest first
-        top = scores.amax(dim=1, keepdim=True)
-        weights = scores.gather(1, kept) / torch.where(top == 0, torch.ones_like(top), top)
-        chosen = patches[torch.arange(batch, device=x.device)[:, None], kept].flatten(0, 1)
-        chosen_targets = [per_image[b] for b in range(batch) for _ in range(keep)]
-        maps = self._window_maps(chosen, chosen_targets, eigen_smooth)
+        inner = self.base_method.__name__
+        relay = MessageRelay(inner, type(self).__name__, batch, "SESS (window maps): ")
+        try:
+            window_targets = [t for t in per_image for _ in layout]
+            scores = self._scores(patches.flatten(0, 1), window_targets, keep_graph, relay)
+            scores = scores.view(batch, count)
+            check_finite_scores(scores, per_image, " (window {k})")
+            keep = count - int(count * self.pre_filter_ratio)
+            kept = scores.detach().argsort(dim=1, stable=True)[:, count - keep :]  # lowest first
+            top = scores.amax(dim=1, keepdim=True)
+            weights = scores.gather(1, kept) / torch.where(top == 0, torch.ones_like(top), top)
+            chosen = patches[torch.arange(batch, device=x.device)[:, None], kept].flatten(0, 1)
+            chosen_targets = [per_image[b] for b in range(batch) for _ in range(keep)]
+            maps = self._window_maps(
+                chosen, chosen_targets, aug_smooth, eigen_smooth, keep_graph, relay
+            )
+        finally:
+            relay.emit()
         maps = maps.view(batch, keep, window, window) * weights[:, :, None, None].to(maps)
         fused = self._fuse(maps, kept, layout, (height, width))
         if self.smooth:
@@ -219,29 +234,52 @@ class SESS(ComposedCAM):
             return list(chosen)
         return broadcast_targets(targets, x.shape[0])
 
-    def _scores(self, patches: torch.Tensor, targets: list[Target]) -> torch.Tensor:
-        """(N,) score of each window for its target (softmax probabilities by default)."""
+    def _scores(
+        self,
+        patches: torch.Tensor,
+        targets: list[Target],
+        keep_graph: bool = False,
+        relay: MessageRelay | None = None,
+    ) -> torch.Tensor:
+        """(N,) score of each window for its target (softmax probabilities by default); with
+        a ``relay``, messages name the images the windows come from."""
+        relay = relay or MessageRelay(self.base_method.__name__, type(self).__name__)
+        per_image = len(patches) // max(relay.batch, 1)
         scores = []
-        with eval_mode(self.model), torch.no_grad():
+        with eval_mode(self.model), torch.set_grad_enabled(keep_graph):
             for i in range(0, len(patches), self.batch_size):
-                outputs = self.model(patches[i : i + self.batch_size])
-                if self.use_softmax_scores:
-                    outputs = torch.softmax(logits_of(outputs).float(), dim=-1)
                 part = targets[i : i + self.batch_size]
-                scores.append(target_scores(outputs, part).float().to(patches.device))
+                images = [j // per_image for j in range(i, i + len(part))]
+                with relay.part(images):
+                    outputs = self.model(patches[i : i + self.batch_size])
+                    if self.use_softmax_scores:
+                        outputs = torch.softmax(logits_of(outputs).float(), dim=-1)
+                    scores.append(target_scores(outputs, part).float().to(patches.device))
         return torch.cat(scores)
 
     def _window_maps(
-        self, patches: torch.Tensor, targets: list[Target], eigen_smooth: bool
+        self,
+        patches: torch.Tensor,
+        targets: list[Target],
+        aug_smooth: bool,
+        eigen_smooth: bool,
+        keep_graph: bool,
+        relay: MessageRelay,
     ) -> torch.Tensor:
-        """The base method's map (N, w, w) of every window, ``batch_size`` windows at a time."""
+        """The base method's map (N, w, w) of every window, ``batch_size`` windows at a time;
+        messages name the images the windows come from."""
         step = self.batch_size
-        return torch.cat(
-            [
-                self.base_cam.compute(patches[i : i + step], targets[i : i + step], eigen_smooth)
-                for i in range(0, len(patches), step)
-            ]
-        )
+        per_image = len(patches) // max(relay.batch, 1)
+        maps = []
+        for i in range(0, len(patches), step):
+            part = patches[i : i + step]
+            with relay.part([j // per_image for j in range(i, i + len(part))]):
+                maps.append(
+                    self.base_cam.compute(
+                        part, targets[i : i + step], aug_smooth, eigen_smooth, keep_graph=keep_graph
+                    )
+                )
+        return torch.cat(maps)
 
     def _fuse(
         self,
@@ -292,13 +330,14 @@ class SESS(ComposedCAM):
     ) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int]]]:
         """The windows of one image (1, C, H, W) at every scale, each (1, C, w, w), with their
         (x, y, scaled width, scaled height)."""
-        x = _checked_image_batch(input_tensor, self.device)
+        x = checked_batch(input_tensor, self.model, ndims=self.input_ndims)
         patches, layout = windows(x[:1], self.get_scales(window_size), window_size, step_size)
         return list(patches[0, :, None]), layout
 
     def get_target(self, input_tensor: torch.Tensor) -> ClassifierOutputTarget:
         """The top class of one image (1, C, H, W)."""
-        target = self._targets(_checked_image_batch(input_tensor, self.device)[:1], None)[0]
+        x = checked_batch(input_tensor, self.model, ndims=self.input_ndims)
+        target = self._targets(x[:1], None)[0]
         return ClassifierOutputTarget(target.category)  # type: ignore[attr-defined]
 
     def get_scores(self, patches: list[torch.Tensor], target: Target) -> np.ndarray:
@@ -369,15 +408,6 @@ def gaussian_blur(maps: torch.Tensor, kernel_size: int, sigma: float) -> torch.T
         blurred = padded.unfold(-1, kernel_size, 1) @ kernel
         out = blurred.movedim(-1, dim)
     return out
-
-
-def _checked_image_batch(input_tensor: Any, device: torch.device) -> torch.Tensor:
-    if not isinstance(input_tensor, torch.Tensor) or input_tensor.ndim != 4:
-        shape = getattr(input_tensor, "shape", type(input_tensor).__name__)
-        raise ValueError(f"input_tensor must be an image batch (B, C, H, W); got {shape}")
-    if input_tensor.is_inference():
-        input_tensor = input_tensor.clone()
-    return input_tensor.to(device)
 
 
 def _check_options(sess: SESS) -> None:

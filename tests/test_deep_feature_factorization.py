@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from snapshot import expect_clean_error
 from torch import nn
 
 from pytorch_grad_cam import DeepFeatureFactorization, run_dff_on_image
@@ -111,7 +112,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="target_layer must be a submodule"):
         DeepFeatureFactorization(model, nn.Conv2d(3, 3, 1))
     factorize = DeepFeatureFactorization(model, model.features[-1])
-    with pytest.raises(ValueError, match=r"input_tensor must be an image batch"):
+    with pytest.raises(ValueError, match=r"input_tensor must be a batch of shape \(B, C, H, W\)"):
         factorize(torch.rand(3, 16, 16))
     assert not any(m._forward_hooks for m in model.modules())
 
@@ -126,3 +127,66 @@ def test_run_dff_on_image_draws_image_and_legend():
     assert picture.dtype == np.uint8 and picture.shape == (16, 48, 3)
     np.testing.assert_array_equal(picture[:, :16], img)  # the image, then the overlay
     assert (picture[:, 32:] == 255).mean() > 0.5  # a white legend panel
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+
+def _bad_batch(kind):
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    if kind == "uint8":
+        return (x * 255).to(torch.uint8)
+    if kind == "nan":
+        x[1, 0, 3, 3] = float("nan")
+    return x[:0] if kind == "empty" else x
+
+
+@pytest.mark.parametrize(
+    "kind, error, match",
+    [
+        ("uint8", TypeError, "dtype torch.uint8.*convert and normalise"),
+        ("nan", ValueError, r"input_tensor contains NaN or Inf values \(image 1\)"),
+        ("empty", ValueError, "input_tensor is an empty batch"),
+    ],
+)
+def test_bad_batches_get_the_shared_clear_errors(kind, error, match):
+    model = Net()
+    factorize = DeepFeatureFactorization(model, model.features[-1], None, model.fc)
+    expect_clean_error(model, lambda: factorize(_bad_batch(kind), n_components=2), error, match)
+
+
+class Overflow(nn.Module):
+    """Overflows (Inf) for the second image of the batch only."""
+
+    def forward(self, x):
+        scale = torch.ones(len(x), 1, 1, 1)
+        scale[1:] = float("inf")
+        return x * scale
+
+
+def test_non_finite_activations_name_the_image():
+    model = Net()
+    model.features.append(Overflow())
+    x = torch.rand(2, 3, 16, 16)
+    factorize = DeepFeatureFactorization(model, model.features[-1])
+    expect_clean_error(
+        model,
+        lambda: factorize(x, n_components=2),
+        RuntimeError,
+        r"output of target_layer contains NaN or Inf for image 1, although the input is finite",
+    )
+    with pytest.raises(ValueError, match=r"activations contain NaN or Inf \(image 1\)"):
+        dff(torch.stack([torch.rand(4, 2, 2), torch.full((4, 2, 2), float("nan"))]), 2)
+    with pytest.raises(ValueError, match="activations are an empty batch"):
+        dff(torch.rand(0, 4, 2, 2), 2)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated
+def test_torchscript_models_are_rejected_at_construction():
+    model = Net().eval()
+    scripted = torch.jit.trace(model, torch.rand(1, 3, 16, 16))
+    with pytest.raises(TypeError, match="TorchScript module"):
+        DeepFeatureFactorization(scripted, scripted.features)
+    model.features = torch.jit.script(model.features)
+    with pytest.raises(TypeError, match=r"target_layers\[0\] is inside a TorchScript module"):
+        DeepFeatureFactorization(model, model.features)

@@ -174,5 +174,5 @@ def test_bad_inputs_are_named(conv_model):
     sess = SESS(conv_model, [conv_model[2]], scales=[6], window_size=8)
     with pytest.raises(ValueError, match="every scale must be at least the window size 8"):
         sess(torch.rand(1, 3, 12, 12), [0])
-    with pytest.raises(ValueError, match=r"input_tensor must be an image batch \(B, C, H, W\)"):
+    with pytest.raises(ValueError, match=r"input_tensor must be a batch of shape \(B, C, H, W\)"):
         sess(torch.rand(3, 12, 12), [0])

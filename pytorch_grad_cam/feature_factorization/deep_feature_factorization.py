@@ -19,7 +19,14 @@ import torch
 from torch import nn
 
 from pytorch_grad_cam._arrays import as_numpy
-from pytorch_grad_cam._model_state import eval_mode, model_device
+from pytorch_grad_cam._checks import (
+    all_finite,
+    check_not_scripted,
+    checked_batch,
+    describe_images,
+    per_image,
+)
+from pytorch_grad_cam._model_state import eval_mode
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from pytorch_grad_cam.utils.image import (
     create_labels_legend,
@@ -159,6 +166,14 @@ def dff(activations: Any, n_components: int = 5) -> tuple[Any, Any]:
     rows = a.transpose(0, 1).reshape(channels, -1)
     if isinstance(n_components, bool) or not isinstance(n_components, Integral):
         raise TypeError(f"n_components must be an int; got {n_components!r}")
+    if batch == 0:
+        raise ValueError(
+            "activations are an empty batch (0 images): the concepts are factorised from the "
+            "images' activations; pass at least one image"
+        )
+    if not bool(all_finite(rows)):
+        images = describe_images((~per_image("finite", a)).tolist())
+        raise ValueError(f"activations contain NaN or Inf ({images}); they cannot be factorised")
     if not 1 <= n_components <= min(rows.shape):
         raise ValueError(
             f"n_components must be between 1 and min(channels, images x positions) = "
@@ -213,6 +228,7 @@ class DeepFeatureFactorization:
             )
         if reshape_transform is not None and not callable(reshape_transform):
             raise TypeError("reshape_transform must be a callable or None")
+        check_not_scripted(model, [target_layer])
         self.model = model
         self.target_layer = target_layer
         self.reshape_transform = reshape_transform
@@ -226,10 +242,12 @@ class DeepFeatureFactorization:
             min-max normalised and resized to the input), and with ``computation_on_concepts``
             its output on the concepts, (k, ...) float32.
         """
-        if not isinstance(input_tensor, torch.Tensor) or input_tensor.ndim != 4:
-            shape = getattr(input_tensor, "shape", type(input_tensor).__name__)
-            raise ValueError(f"input_tensor must be an image batch (B, C, H, W); got {shape}")
-        x = input_tensor.to(model_device(self.model))
+        x = checked_batch(input_tensor, self.model, ndims=(4,))
+        if not len(x):
+            raise ValueError(
+                "input_tensor is an empty batch (0 images): Deep Feature Factorization finds "
+                "the concepts of the images given; pass at least one image"
+            )
         recorder = ActivationsAndGradients(self.model, [self.target_layer], self.reshape_transform)
         try:  # hooks only for this forward pass
             with eval_mode(self.model), torch.no_grad():
@@ -243,6 +261,12 @@ class DeepFeatureFactorization:
             raise ValueError(
                 f"target_layer gives activations of shape {tuple(activations.shape)}, not "
                 "(B, C, h, w); pass a reshape_transform (e.g. vit_reshape_transform)"
+            )
+        if not bool(all_finite(activations)):
+            images = describe_images((~per_image("finite", activations)).tolist())
+            raise RuntimeError(
+                f"the output of target_layer contains NaN or Inf for {images}, although the "
+                "input is finite: the model overflows or divides by zero before this layer"
             )
         concepts, explanations = dff(activations, n_components)
         size = (x.shape[3], x.shape[2])
