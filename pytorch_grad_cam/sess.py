@@ -78,8 +78,8 @@ class SESS(ComposedCAM):
        of the N windows are dropped.
     4. **Saliency**: the base method's map of every kept window, weighted by s / max(s).
     5. **Fusion**: each weighted map is pasted at its place in its scaled image, the canvas is
-       resized back to the input, values below ``theta`` are dropped, and the maps are pooled
-       per pixel: ``pool="mean"`` averages the non-zero values, ``"max"`` takes the largest;
+       resized back to the input, and the maps are pooled per pixel: ``pool="mean"`` averages
+       the values above ``theta`` (0: the non-zero ones), ``"max"`` takes the largest;
        ``smooth`` applies an 11 x 11 Gaussian blur (sigma 5); the result is min-max normalised.
 
     All windows of all images go through the model, then through the base method, in batches
@@ -94,7 +94,8 @@ class SESS(ComposedCAM):
         window_size: the side of the sliding windows (None: the short side).
         step_size: the stride of the windows (None: the window size).
         pre_filter_ratio: the share of lowest-scoring windows dropped.
-        theta: values of the fused canvas below it are dropped.
+        theta: with ``pool="mean"``, only values above it are averaged (as in grad-cam, it
+            does not apply to ``"max"``).
         pool: "mean" (of the non-zero values) or "max".
         smooth: blur the result (11 x 11 Gaussian, sigma 5).
         use_softmax_scores: score windows by softmax probability (else the raw score).
@@ -289,7 +290,7 @@ class SESS(ComposedCAM):
         size: tuple[int, int],
     ) -> torch.Tensor:
         """Paste every weighted window map (B, K, w, w) back into its scaled image, resize to
-        ``size``, drop values below theta, pool per pixel: (B, H, W)."""
+        ``size``, pool per pixel (the mean of the values above theta, or the max): (B, H, W)."""
         batch, keep, window = maps.shape[0], maps.shape[1], maps.shape[2]
         device = maps.device
         corners = torch.tensor(layout, device=device)[kept.flatten()]  # (B*K, 4): x, y, W, H
@@ -309,11 +310,12 @@ class SESS(ComposedCAM):
                 canvas.scatter_(1, index.flatten(1), flat[chunk].flatten(1))
                 canvas = canvas.view(len(chunk), 1, scaled[1], scaled[0])
                 pasted = F.interpolate(canvas, size=size, mode="bilinear", align_corners=False)
-                pasted = pasted[:, 0] * (pasted[:, 0] >= self.theta)
+                pasted = pasted[:, 0]
                 if self.pool == "max":
                     where = image[chunk, None].expand(-1, pasted[0].numel())
                     total.view(batch, -1).scatter_reduce_(0, where, pasted.flatten(1), "amax")
                 else:
+                    pasted = pasted * (pasted > self.theta)
                     total.index_add_(0, image[chunk], pasted)
                     count.index_add_(0, image[chunk], (pasted > 0).float())
         return total if self.pool == "max" else total / count.clamp_min(1)

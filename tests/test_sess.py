@@ -71,11 +71,12 @@ def fusion_oracle(image, window, step, ratio=0.0, theta=0.0, pool="mean"):
         canvas[y : y + window, x : x + window] = (
             minmax(crops[i][None])[0] * scores[i] / scores.max()
         )
-        pasted.append(np.where(canvas >= theta, canvas, 0))
+        pasted.append(canvas)
     pasted = np.stack(pasted)
-    if pool == "max":
+    if pool == "max":  # theta does not apply (grad-cam's rule)
         fused = pasted.max(axis=0)
-    else:
+    else:  # the mean of the values above theta
+        pasted = np.where(pasted > theta, pasted, 0)
         fused = pasted.sum(axis=0) / np.maximum((pasted > 0).sum(axis=0), 1)
     return minmax(fused[None])[0]
 
@@ -83,7 +84,7 @@ def fusion_oracle(image, window, step, ratio=0.0, theta=0.0, pool="mean"):
 @pytest.mark.parametrize(
     "step, ratio, theta, pool",
     [(6, 0.0, 0.0, "mean"), (3, 0.0, 0.0, "mean"), (3, 0.5, 0.0, "mean"), (3, 0.0, 0.4, "mean"),
-     (3, 0.3, 0.2, "max")],
+     (3, 0.3, 0.2, "max"), (3, 0.0, 0.5, "max")],
 )  # fmt: skip
 def test_fusion_matches_numpy_oracle(step, ratio, theta, pool):
     rng = np.random.default_rng(0)
