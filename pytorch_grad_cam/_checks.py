@@ -172,17 +172,31 @@ def layer_channels(layer: nn.Module) -> int | None:
     return None
 
 
-def check_channels_first(value: torch.Tensor, layer: nn.Module, name: str) -> None:
+def check_channels_first(
+    value: torch.Tensor, layer: nn.Module, name: str, size: Sequence[int] | None = None
+) -> None:
     """A ValueError for a channels-last layer output, (B, *spatial, C), that would be read as
-    (B, C, *spatial): a plain LayerNorm over the last axis, or a last axis equal to the layer's
-    channel count where axis 1 is not."""
+    (B, C, *spatial). With the input's spatial ``size``, the grid decides when it fits the
+    input one way only; otherwise the layer tells: a plain LayerNorm over the last axis, or a
+    last axis equal to the layer's channel count where axis 1 is not."""
     last, second = value.shape[-1], value.shape[1]
-    plain_norm = type(layer) is nn.LayerNorm
-    if last == second and not plain_norm:
-        return
-    channels = layer_channels(layer)
-    if channels != last or (channels == second and not plain_norm):
-        return
+    reason = None
+    if size is not None:
+        first_fits = grid_fits(value.shape[2:], size)
+        if first_fits != grid_fits(value.shape[1:-1], size):
+            if first_fits:
+                return
+            grids = ["x".join(str(s) for s in shape) for shape in (value.shape[1:-1], size)]
+            reason = f"its {grids[0]} grid before the last axis is what fits the {grids[1]} input"
+    if reason is None:
+        plain_norm = type(layer) is nn.LayerNorm
+        if last == second and not plain_norm:
+            return
+        channels = layer_channels(layer)
+        if channels != last or (channels == second and not plain_norm):
+            return
+        has = "LayerNorm normalises" if plain_norm else "last layer has"
+        reason = f"its {has} {last} features on the last axis"
     shape = tuple(value.shape)
     spatial = "H, W" if value.ndim == 4 else "D, H, W"
     fix = (
@@ -193,9 +207,8 @@ def check_channels_first(value: torch.Tensor, layer: nn.Module, name: str) -> No
     )
     raise ValueError(
         f"{name} outputs shape {shape}, a channels-last (B, {spatial}, C) map with C = {last} "
-        f"channels (its {'LayerNorm normalises' if plain_norm else 'last layer has'} {last} "
-        f"features on the last axis); read as (B, C, {spatial}) it would give a striped, wrong "
-        f"map. Pass {fix}"
+        f"channels ({reason}); read as (B, C, {spatial}) it would give a striped, wrong map. "
+        f"Pass {fix}"
     )
 
 
@@ -248,7 +261,7 @@ def spatial_record(
         )
     if what == "activations" and value.ndim > 3:
         if not transformed:
-            check_channels_first(value, layer, name)
+            check_channels_first(value, layer, name, input_tensor.shape[2:])
         elif not grid_fits(value.shape[2:], input_tensor.shape[2:]):
             grid = "x".join(str(s) for s in value.shape[2:])
             size = "x".join(str(s) for s in input_tensor.shape[2:])

@@ -317,21 +317,79 @@ def swin():
 
 
 @pytest.mark.parametrize("method", [GradCAM, EigenCAM, ScoreCAM], ids=method_name)
-@pytest.mark.parametrize("path", ["features.3.0.norm1", "features.3.0.mlp", "features.3.0"])
-def test_channels_last_swin_layers_without_a_transform_raise(swin, method, path):
+@pytest.mark.parametrize(
+    "path, channels",
+    [
+        ("features.3.0.norm1", 32),
+        ("features.3.0.mlp", 32),
+        ("features.3.0", 32),
+        ("features.3.0.mlp.1", 128),  # GELU, Dropout: no channel count of their own
+        ("features.3.0.mlp.2", 128),
+        ("features.3.0.mlp.4", 32),
+        ("features.2", 32),  # PatchMerging: its last registered module is LayerNorm(4 C)
+    ],
+)
+def test_channels_last_swin_layers_without_a_transform_raise(swin, method, path, channels):
     layer = swin.get_submodule(path)
     cam = make_cam(method, swin, [layer])
     expect_clean_error(
         swin,
         lambda: cam(torch.rand(1, 3, 32, 32), [1]),
         ValueError,
-        r"outputs shape \(1, 4, 4, 32\), a channels-last \(B, H, W, C\) map.*"
+        rf"outputs shape \(1, 4, 4, {channels}\), a channels-last \(B, H, W, C\) map.*"
         "reshape_transform=pytorch_grad_cam.utils.reshape_transforms.swinT_reshape_transform",
     )
     with_transform = make_cam(method, swin, [layer])
     with_transform.reshape_transform = swinT_reshape_transform
     with_transform.activations_and_grads.reshape_transform = swinT_reshape_transform
     assert with_transform(torch.rand(1, 3, 32, 32), [1]).shape == (1, 32, 32)
+
+
+def test_a_channels_last_layer_run_twice_raises_too(swin):
+    cam = GradCAM(swin, [swin.features[3][0].stochastic_depth])  # run after attn and mlp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "ran 2 times"
+        expect_clean_error(
+            swin,
+            lambda: cam(torch.rand(1, 3, 32, 32), [1]),
+            ValueError,
+            r"\(StochasticDepth\) outputs shape \(1, 4, 4, 32\), a channels-last",
+        )
+
+
+@pytest.mark.parametrize("index, channels", [(1, 96), (4, 384)])
+def test_channels_last_convnext_block_layers_raise_and_its_last_permute_does_not(index, channels):
+    model = torchvision.models.convnext_tiny(weights=None, num_classes=5).eval()
+    block = model.features[1][0].block  # Conv2d Permute LayerNorm Linear GELU Linear Permute
+    expect_clean_error(
+        model,
+        lambda: GradCAM(model, [block[index]])(torch.rand(1, 3, 32, 32), [1]),
+        ValueError,
+        rf"outputs shape \(1, 8, 8, {channels}\), a channels-last \(B, H, W, C\) map .*"
+        r"its 8x8 grid before the last axis is what fits the 32x32 input",
+    )
+    got = GradCAM(model, [block[6]])(torch.rand(1, 3, 32, 32), [1])  # back to (B, C, H, W)
+    assert got.shape == (1, 32, 32) and got.max() > 0.99
+
+
+class WideFilm(nn.Module):
+    """A channels-first block (B, 16, H, W) whose last registered module, unused here, is a
+    Linear with W outputs: the layer's channel count alone would call it channels-last."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.film = nn.Linear(4, 32)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_a_channels_first_block_ending_in_a_linear_of_the_width_is_not_rejected():
+    torch.manual_seed(0)
+    model = nn.Sequential(WideFilm(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    got = GradCAM(model, [model[0]])(torch.rand(2, 3, 32, 32), [1])
+    assert got.shape == (2, 32, 32) and got.max() > 0.99
 
 
 class TokenModel(nn.Module):
