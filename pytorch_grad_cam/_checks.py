@@ -11,7 +11,9 @@ import itertools
 import math
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from numbers import Integral
 from typing import Any
 
@@ -28,6 +30,9 @@ NORMALISATION_EPS = 1e-7
 DIM_PEAK = 0.99
 DIM_RANGE = NORMALISATION_EPS * DIM_PEAK / (1 - DIM_PEAK)
 _MAX_LISTED = 8
+# The caller's number of images while a call runs several views of them as one batch
+# (aug_smooth stacks view v of image i at v * images + i).
+_CALLER_IMAGES: ContextVar[int | None] = ContextVar("caller_images", default=None)
 
 
 # --------------------------------------------------------------------- arguments
@@ -284,19 +289,40 @@ def all_finite(tensor: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------- per-call health
+@contextmanager
+def caller_images(images: int) -> Iterator[None]:
+    """Within the block, the batches checked are views of the caller's ``images`` images,
+    stacked view after view: messages name the caller's images."""
+    token = _CALLER_IMAGES.set(images)
+    try:
+        yield
+    finally:
+        _CALLER_IMAGES.reset(token)
+
+
 class CallHealth:
     """Per-image flags of one call's layers, gathered as tensors and read with one host sync.
 
     ``add(kind, layer, values)`` stores a (B,) tensor (or a scalar, broadcast to every image);
     ``add_finite(kind, layer, tensor)`` whether a (B, ...) tensor is free of NaN/Inf (the
     images are found only if it is not: ``non_finite_images``); ``read()`` returns
-    ``{(kind, layer): [float per image]}``.
+    ``{(kind, layer): [float per image]}``; ``describe(flags)`` names the caller's images.
     """
 
     def __init__(self, batch: int) -> None:
         self.batch = batch
+        images = _CALLER_IMAGES.get()
+        self.images = images if images and batch % images == 0 else batch
         self.entries: list[tuple[str, int, torch.Tensor]] = []
         self.sources: dict[tuple[str, int], torch.Tensor] = {}
+
+    def describe(self, bad: Iterable[bool]) -> str:
+        """``describe_images`` of per-image flags, an image of the caller flagged if any of
+        its views is."""
+        flags = list(bad)
+        if len(flags) == self.batch and self.images < self.batch:
+            flags = [any(flags[i :: self.images]) for i in range(self.images)]
+        return describe_images(flags)
 
     def add_finite(self, kind: str, layer: int, tensor: torch.Tensor) -> None:
         self.add(kind, layer, all_finite(tensor))

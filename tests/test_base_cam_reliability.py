@@ -579,20 +579,91 @@ def test_a_1x1_target_layer_warns():
 def test_a_saturated_softmax_target_warns_and_keeps_the_numerics():
     model = ProbeNet()
     with torch.no_grad():
-        model.head.bias[0] = 60.0  # a confident prediction: softmax(0) is exactly 1
+        model.head.bias[1] = 60.0  # a confident prediction: softmax(1) is exactly 1
     x = torch.rand(2, 3, 9, 12, generator=torch.Generator().manual_seed(0))
-    assert torch.softmax(model(x), dim=1)[:, 0].eq(1).all()
+    assert torch.softmax(model(x), dim=1)[:, 1].eq(1).all()
     cam = GradCAM(model, [model.probe])
     got = expect_clean_warning(
         model,
-        lambda: cam(x, [ClassifierOutputSoftmaxTarget(0)]),
+        lambda: cam(x, [ClassifierOutputSoftmaxTarget(1)]),
         r"the maps of image 0 peak at .* instead of 1: their raw values \(span .*\) are tiny "
         r"next to the \+1e-7 of min-max normalisation.*explain the logit",
     )
     assert 0 < got[0].max() < 1e-6  # numerics unchanged (not silently re-normalised)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        cam(x, [ClassifierOutputTarget(0)])  # the logit is fine
+        assert cam(x, [ClassifierOutputTarget(1)]).max() > 0.99  # the logit is fine
+
+
+def saturated_probe_net() -> nn.Module:
+    model = ProbeNet()
+    with torch.no_grad():
+        model.head.bias[1] = 80.0  # softmax(1) is exactly 1, its gradient underflows
+    return model
+
+
+@pytest.mark.parametrize("method", [GradCAMPlusPlus, AblationCAM], ids=method_name)
+def test_all_zero_maps_of_a_saturated_softmax_warn_nothing_to_explain(method):
+    model = saturated_probe_net()
+    x = torch.rand(2, 3, 9, 12, generator=torch.Generator().manual_seed(0))
+    cam = make_cam(method, model, [model.probe])
+    got = expect_clean_warning(
+        model,
+        lambda: cam(x, [ClassifierOutputSoftmaxTarget(1)]),
+        r"the maps of images 0, 1 are all zero: .*nothing to explain; e\.g\. a saturated "
+        r"target .*explain the logit with ClassifierOutputTarget",
+    )
+    assert got.max() == 0  # numerics unchanged
+    with pytest.warns(RuntimeWarning) as record:
+        cam(x, [ClassifierOutputSoftmaxTarget(1)])
+    assert len(record) == 1  # one warning, not one per layer or per image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert cam(x, [ClassifierOutputTarget(1)]).max() > 0.99  # the logit is fine
+
+
+@pytest.mark.parametrize("method", [GradCAM, EigenCAM], ids=method_name)
+def test_all_zero_activations_warn_nothing_to_explain(method):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 2),
+    ).eval()  # fmt: skip
+    got = expect_clean_warning(
+        model,
+        lambda: make_cam(method, model, [model[1]])(torch.zeros(2, 3, 12, 12), [1]),
+        r"the maps of images 0, 1 are all zero: .*the layer's activations are all zero",
+    )
+    assert got.max() == 0
+
+
+def test_a_1x1_layer_warns_once_for_its_all_zero_maps():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    with pytest.warns(RuntimeWarning) as record:
+        got = EigenCAM(model, [model[1]])(batch(), [1])
+    assert got.max() == 0
+    assert [str(w.message)[:30] for w in record] == ["target_layers[0] (AdaptiveAvgP"]
+
+
+def test_aug_smooth_warnings_name_the_callers_images():
+    model = saturated_probe_net()
+    x = torch.rand(2, 3, 9, 12, generator=torch.Generator().manual_seed(0))
+    expect_clean_warning(
+        model,
+        lambda: GradCAM(model, [model.probe])(
+            x, [ClassifierOutputSoftmaxTarget(1)], aug_smooth=True
+        ),
+        r"the maps of image 0 peak at ",  # not "images 0, 2, 4, 6, 8, 10" (views of image 0)
+    )
+    gate, x = Gate(), batch(3)
+    x[1] = -x[1] - 0.1  # no gradient at the probe for image 1, in every view
+    got = expect_clean_warning(
+        gate,
+        lambda: GradCAM(gate, [gate.probe])(x, [0], aug_smooth=True),
+        r"is exactly zero for image 1, so the map is empty",
+    )
+    assert got[1].max() == 0 and got[0].max() > 0.9
 
 
 def test_a_vanishing_layer_among_several_warns_that_it_weighs_nothing():
