@@ -23,6 +23,7 @@ from pytorch_grad_cam._call_checks import (
 )
 from pytorch_grad_cam._checks import (
     CallHealth,
+    caller_images,
     check_not_scripted,
     checked_batch,
     per_image,
@@ -555,7 +556,8 @@ class BaseCAM:
             oom = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
             try:
                 stacked = torch.cat([v.augment_image(input_tensor) for v in views])
-                maps = self._forward(stacked, stacked_targets, eigen_smooth, keep_graph)
+                with caller_images(batch):  # messages name the caller's images
+                    maps = self._forward(stacked, stacked_targets, eigen_smooth, keep_graph)
                 per_view = list(maps.split(batch))
             except oom:
                 per_view = [
