@@ -202,6 +202,34 @@ def test_a_target_returning_no_tensor_is_named(returned, name):
     )
 
 
+@pytest.mark.parametrize(
+    "score, kind",
+    [
+        (lambda output: 1.0, r"a float \(1\.0\)"),
+        (lambda output: float(output[1]), "a float"),
+        (lambda output: np.float32(2.0), "a float32"),
+        (lambda output: output.argmax(), "a tensor of dtype torch.int64"),
+    ],
+)
+@pytest.mark.parametrize("method", [GradCAM, ShapleyCAM], ids=method_name)
+def test_a_target_score_no_gradient_can_flow_through_is_named(method, score, kind):
+    model = conv_net()
+    cam = method(model, [model.conv2])
+    expect_clean_error(
+        model,
+        lambda: cam(batch(), [ClassifierOutputTarget(0), score]),
+        TypeError,
+        rf"targets\[1\] \(.*\) returned {kind}.*, through which no gradient can flow",
+    )
+
+
+def test_python_number_scores_still_serve_the_gradient_free_methods():
+    model = conv_net()
+    got = ScoreCAM(model, [model.conv2], progress=False)(batch(), [lambda o: float(o[1])])
+    expected = ScoreCAM(model, [model.conv2], progress=False)(batch(), [ClassifierOutputTarget(1)])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("method", [GradCAM, LayerCAM, ShapleyCAM], ids=method_name)
 def test_a_non_finite_target_score_names_the_target_and_image(method):
     model = conv_net()
