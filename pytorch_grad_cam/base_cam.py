@@ -684,10 +684,18 @@ def _check_target_layers(model: nn.Module, target_layers: Any) -> list[nn.Module
     if not layers:
         raise ValueError("target_layers is empty; pass at least one layer of the model")
     in_model = {id(m) for m in model.modules()}
+    seen: dict[int, int] = {}
     for i, layer in enumerate(layers):
         if not isinstance(layer, nn.Module):
             raise TypeError(
                 f"target_layers[{i}] must be a torch.nn.Module; got {type(layer).__name__}"
+            )
+        first = seen.setdefault(id(layer), i)
+        if first != i:
+            raise ValueError(
+                f"target_layers[{first}] and target_layers[{i}] are the same module "
+                f"({type(layer).__name__}); list each layer once (a repeated layer would only "
+                "repeat its map in the mean over the layers)"
             )
         if id(layer) not in in_model:
             raise ValueError(

@@ -328,6 +328,18 @@ def test_nan_maps_raise(method, match):
     expect_clean_error(model, lambda: cam(batch(), [0]), RuntimeError, match)
 
 
+@pytest.mark.parametrize("method", [GradCAM, ScoreCAM, AblationCAM], ids=method_name)
+def test_a_target_layer_listed_twice_is_named(method):
+    model = conv_net()
+    expect_clean_error(
+        model,
+        lambda: make_cam(method, model, [model.conv1, model.conv2, model.conv2]),
+        ValueError,
+        r"target_layers\[1\] and target_layers\[2\] are the same module \(Conv2d\); list "
+        "each layer once",
+    )
+
+
 # ----------------------------------------------------------------------------- layouts
 
 
