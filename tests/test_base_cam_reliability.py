@@ -738,8 +738,12 @@ def test_warnings_point_at_the_callers_line():
 def test_torchscript_models_are_reported_as_unsupported(method, how):
     model = conv_net()
     scripted = torch.jit.trace(model, batch()) if how == "trace" else torch.jit.script(model)
-    with pytest.raises(TypeError, match="model is a TorchScript module .*hooks do not run"):
-        make_cam(method, scripted, [scripted.conv2])
+    expect_clean_error(
+        scripted,
+        lambda: make_cam(method, scripted, [scripted.conv2]),
+        TypeError,
+        "model is a TorchScript module .*hooks do not run",
+    )
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -748,8 +752,12 @@ def test_a_target_layer_inside_a_torchscript_part_is_reported():
     stem = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
     model = nn.Sequential(stem, nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     for layer in (stem, model.get_submodule("0.0")):
-        with pytest.raises(TypeError, match=r"target_layers\[0\] is inside a TorchScript module"):
-            GradCAM(model, [layer])
+        expect_clean_error(
+            model,
+            lambda layer=layer: GradCAM(model, [layer]),
+            TypeError,
+            r"target_layers\[0\] is inside a TorchScript module",
+        )
     assert GradCAM(model, [model[1]])(batch(), [1]).shape == (2, 20, 28)  # outside it: fine
 
 
