@@ -78,10 +78,11 @@ def check_forward(
     if not flags or bool(torch.stack([f.to(flags[0].device) for f in flags]).all()):
         return
     batch = len(state.input_tensor)
+    describe = state.health.describe if state.health is not None else describe_images
     for i, t in tensors:
         if not bool(all_finite(t)):
             where = (
-                f" for {describe_images((~per_image('finite', t)).tolist())}"
+                f" for {describe((~per_image('finite', t)).tolist())}"
                 if t.ndim and t.shape[0] == batch
                 else ""
             )
@@ -103,7 +104,7 @@ def check_maps(
     normalised_output: bool,
 ) -> None:
     """After stage 5, with one host sync: raise for NaN/Inf gradients or maps; warn for
-    images whose gradient is zero at a layer, and for degenerate (vanishing) maps.
+    images whose gradient is zero at a layer, and for degenerate (vanishing or all-zero) maps.
 
     ``normalised_layers`` / ``normalised_output``: the per-layer maps / the returned maps are
     min-max normalised (the package's ``scale_layer_cam`` / ``aggregate_multi_layers``), so a
@@ -117,19 +118,26 @@ def check_maps(
         health.add("output peak", -1, per_image("peak", maps))
     flags = health.read()
     _raise_non_finite(cam, health, flags)
+    # images whose empty map a warning has explained already (a 1x1 layer: every image)
+    told = [any(kind == "single position" for kind, _ in flags)] * health.batch
     if cam.require_every_layer:
         for i in range(len(cam.target_layers)):
             reached = flags.get(("gradient", i), flags.get(("raw gradient", i)))
             if reached is not None and not all(reached):
-                _warn_zero_gradient(
-                    cam, i, [not r for r in reached], flags.get(("raw gradient", i))
-                )
-    dim_output = normalised_output and _warn_dim_output(state, flags)
+                zero = [not r for r in reached]
+                _warn_zero_gradient(cam, health, i, zero, flags.get(("raw gradient", i)))
+                told = [t or z for t, z in zip(told, zero)]
+    dim_output = normalised_output and _warn_dim_output(state, flags, told)
     if not dim_output and normalised_layers:
         _warn_vanishing_layers(cam, state, flags)
 
 
 def warn_single_position(cam: Any, index: int, activations: torch.Tensor) -> None:
+    """Warn that the layer's maps are 1x1 (so all zero once normalised); noted in the call's
+    health, so that the all-zero maps are not reported again."""
+    state = getattr(cam, "state", None)
+    if state is not None and state.health is not None:
+        state.health.add("single position", index, torch.ones(()))
     hint = suggested_target_layer(cam.model)
     warn(
         f"{layer_name(cam, index)} gives one position per map (activations of shape "
@@ -144,7 +152,7 @@ def _raise_non_finite(cam: Any, health: CallHealth, flags: Flags) -> None:
     for (kind, i), values in flags.items():
         if "finite" not in kind or all(values):
             continue
-        images = describe_images(health.non_finite_images(kind, i))
+        images = health.describe(health.non_finite_images(kind, i))
         if kind == "output finite":
             raise RuntimeError(
                 f"the maps are NaN or Inf for {images} although every layer's map is finite: "
@@ -161,8 +169,10 @@ def _raise_non_finite(cam: Any, health: CallHealth, flags: Flags) -> None:
         )
 
 
-def _warn_zero_gradient(cam: Any, index: int, zero: list[bool], raw: list[float] | None) -> None:
-    images = describe_images(zero)
+def _warn_zero_gradient(
+    cam: Any, health: CallHealth, index: int, zero: list[bool], raw: list[float] | None
+) -> None:
+    images = health.describe(zero)
     name = layer_name(cam, index)
     if raw is None or not any(r for r, z in zip(raw, zero) if z):  # nothing reaches the layer
         head = _zero_weight_head(cam.model)
@@ -194,19 +204,35 @@ def _warn_zero_gradient(cam: Any, index: int, zero: list[bool], raw: list[float]
     )
 
 
-def _warn_dim_output(state: ForwardPass, flags: Flags) -> bool:
+def _warn_dim_output(state: ForwardPass, flags: Flags, told: list[bool]) -> bool:
     """Warn (and return True) if returned maps peak below DIM_PEAK: their raw values are
-    too small for min-max normalisation, which divides by range + 1e-7."""
+    too small for min-max normalisation, which divides by range + 1e-7; or at 0, all-zero
+    maps (except those of the ``told`` images, which a warning has explained already)."""
     peaks = flags.get(("output peak", -1))
     if peaks is None:
         return False
+    describe = state.health.describe if state.health is not None else describe_images
+    zero = [p == 0 and not t for p, t in zip(peaks, told)]
+    if any(zero):
+        cause = (
+            "the layer's activations are all zero (a ReLU off everywhere, or an all-zero "
+            "input to layers without bias)"
+            if _activation_scale(state) == 0
+            else "e.g. a saturated target (a softmax probability of 1 on a confident "
+            "prediction: explain the logit with ClassifierOutputTarget), a target that this "
+            "layer does not change, or a map negative everywhere before its ReLU"
+        )
+        warn(
+            f"the maps of {describe(zero)} are all zero: their raw maps are flat (constant "
+            f"after the ReLU), there is nothing to explain; {cause}"
+        )
     dim = [0 < p < DIM_PEAK for p in peaks]
     if not any(dim):
         return False
+    scale = _activation_scale(state)
     spans = [r for (kind, _), values in flags.items() if kind == "map range"
              for r, d in zip(values, dim) if d]  # fmt: skip
     span = f" (span {min(spans):.2g})" if spans else ""
-    scale = _activation_scale(state)
     cause = (
         "the layer's activations are themselves tiny (an untrained or badly scaled model?)"
         if 0 < scale < 1e-3
@@ -214,7 +240,7 @@ def _warn_dim_output(state: ForwardPass, flags: Flags) -> bool:
         "prediction: explain the logit (ClassifierOutputTarget) instead"
     )
     warn(
-        f"the maps of {describe_images(dim)} peak at {min(p for p in peaks if p):.2g} instead "
+        f"the maps of {describe(dim)} peak at {min(p for p in peaks if p):.2g} instead "
         f"of 1: their raw values{span} are tiny next to the +1e-7 of min-max "
         f"normalisation, while the activations reach {scale:.2g}; {cause}"
     )
@@ -231,8 +257,9 @@ def _warn_vanishing_layers(cam: Any, state: ForwardPass, flags: Flags) -> None:
         if kind != "map range" or not any(dim):
             continue
         low = min(r for r, d in zip(values, dim) if d)
+        images = state.health.describe(dim) if state.health is not None else describe_images(dim)
         warn(
-            f"the map of {layer_name(cam, i)} is degenerate for {describe_images(dim)}: its raw "
+            f"the map of {layer_name(cam, i)} is degenerate for {images}: its raw "
             f"values span only {low:.2g} (its activations reach {_activation_scale(state, i):.2g}"
             f"), so after min-max normalisation (+1e-7) it peaks at "
             f"{low / (low + NORMALISATION_EPS):.2g} instead of 1 and weighs next to nothing in "

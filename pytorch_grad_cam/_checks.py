@@ -11,7 +11,9 @@ import itertools
 import math
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from numbers import Integral
 from typing import Any
 
@@ -28,6 +30,9 @@ NORMALISATION_EPS = 1e-7
 DIM_PEAK = 0.99
 DIM_RANGE = NORMALISATION_EPS * DIM_PEAK / (1 - DIM_PEAK)
 _MAX_LISTED = 8
+# The caller's number of images while a call runs several views of them as one batch
+# (aug_smooth stacks view v of image i at v * images + i).
+_CALLER_IMAGES: ContextVar[int | None] = ContextVar("caller_images", default=None)
 
 
 # --------------------------------------------------------------------- arguments
@@ -172,17 +177,31 @@ def layer_channels(layer: nn.Module) -> int | None:
     return None
 
 
-def check_channels_first(value: torch.Tensor, layer: nn.Module, name: str) -> None:
+def check_channels_first(
+    value: torch.Tensor, layer: nn.Module, name: str, size: Sequence[int] | None = None
+) -> None:
     """A ValueError for a channels-last layer output, (B, *spatial, C), that would be read as
-    (B, C, *spatial): a plain LayerNorm over the last axis, or a last axis equal to the layer's
-    channel count where axis 1 is not."""
+    (B, C, *spatial). With the input's spatial ``size``, the grid decides when it fits the
+    input one way only; otherwise the layer tells: a plain LayerNorm over the last axis, or a
+    last axis equal to the layer's channel count where axis 1 is not."""
     last, second = value.shape[-1], value.shape[1]
-    plain_norm = type(layer) is nn.LayerNorm
-    if last == second and not plain_norm:
-        return
-    channels = layer_channels(layer)
-    if channels != last or (channels == second and not plain_norm):
-        return
+    reason = None
+    if size is not None:
+        first_fits = grid_fits(value.shape[2:], size)
+        if first_fits != grid_fits(value.shape[1:-1], size):
+            if first_fits:
+                return
+            grids = ["x".join(str(s) for s in shape) for shape in (value.shape[1:-1], size)]
+            reason = f"its {grids[0]} grid before the last axis is what fits the {grids[1]} input"
+    if reason is None:
+        plain_norm = type(layer) is nn.LayerNorm
+        if last == second and not plain_norm:
+            return
+        channels = layer_channels(layer)
+        if channels != last or (channels == second and not plain_norm):
+            return
+        has = "LayerNorm normalises" if plain_norm else "last layer has"
+        reason = f"its {has} {last} features on the last axis"
     shape = tuple(value.shape)
     spatial = "H, W" if value.ndim == 4 else "D, H, W"
     fix = (
@@ -193,9 +212,8 @@ def check_channels_first(value: torch.Tensor, layer: nn.Module, name: str) -> No
     )
     raise ValueError(
         f"{name} outputs shape {shape}, a channels-last (B, {spatial}, C) map with C = {last} "
-        f"channels (its {'LayerNorm normalises' if plain_norm else 'last layer has'} {last} "
-        f"features on the last axis); read as (B, C, {spatial}) it would give a striped, wrong "
-        f"map. Pass {fix}"
+        f"channels ({reason}); read as (B, C, {spatial}) it would give a striped, wrong map. "
+        f"Pass {fix}"
     )
 
 
@@ -248,7 +266,7 @@ def spatial_record(
         )
     if what == "activations" and value.ndim > 3:
         if not transformed:
-            check_channels_first(value, layer, name)
+            check_channels_first(value, layer, name, input_tensor.shape[2:])
         elif not grid_fits(value.shape[2:], input_tensor.shape[2:]):
             grid = "x".join(str(s) for s in value.shape[2:])
             size = "x".join(str(s) for s in input_tensor.shape[2:])
@@ -271,19 +289,40 @@ def all_finite(tensor: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------- per-call health
+@contextmanager
+def caller_images(images: int) -> Iterator[None]:
+    """Within the block, the batches checked are views of the caller's ``images`` images,
+    stacked view after view: messages name the caller's images."""
+    token = _CALLER_IMAGES.set(images)
+    try:
+        yield
+    finally:
+        _CALLER_IMAGES.reset(token)
+
+
 class CallHealth:
     """Per-image flags of one call's layers, gathered as tensors and read with one host sync.
 
     ``add(kind, layer, values)`` stores a (B,) tensor (or a scalar, broadcast to every image);
     ``add_finite(kind, layer, tensor)`` whether a (B, ...) tensor is free of NaN/Inf (the
     images are found only if it is not: ``non_finite_images``); ``read()`` returns
-    ``{(kind, layer): [float per image]}``.
+    ``{(kind, layer): [float per image]}``; ``describe(flags)`` names the caller's images.
     """
 
     def __init__(self, batch: int) -> None:
         self.batch = batch
+        images = _CALLER_IMAGES.get()
+        self.images = images if images and batch % images == 0 else batch
         self.entries: list[tuple[str, int, torch.Tensor]] = []
         self.sources: dict[tuple[str, int], torch.Tensor] = {}
+
+    def describe(self, bad: Iterable[bool]) -> str:
+        """``describe_images`` of per-image flags, an image of the caller flagged if any of
+        its views is."""
+        flags = list(bad)
+        if len(flags) == self.batch and self.images < self.batch:
+            flags = [any(flags[i :: self.images]) for i in range(self.images)]
+        return describe_images(flags)
 
     def add_finite(self, kind: str, layer: int, tensor: torch.Tensor) -> None:
         self.add(kind, layer, all_finite(tensor))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pytorch_grad_cam._checks import class_index
-from pytorch_grad_cam._outputs import describe_output, logits_of, select_image
+from pytorch_grad_cam._outputs import describe_output, flatten_tensors, logits_of, select_image
 from pytorch_grad_cam.utils.model_targets import (
     ClassifierOutputReST,
     ClassifierOutputSoftmaxTarget,
@@ -123,6 +123,8 @@ def target_scores(outputs: Any, targets: Sequence[Target]) -> torch.Tensor:
 
     Class-score targets on (B, N) logits are evaluated for all rows at once; any other target
     is called on its image's part of the output (``select_image``) and its result summed.
+    While gradients are recorded, a target returning a number that no gradient can flow
+    through (a Python float, an integer tensor) is a TypeError naming it.
     """
     batch = len(targets)
     if (
@@ -136,6 +138,9 @@ def target_scores(outputs: Any, targets: Sequence[Target]) -> torch.Tensor:
         rows = torch.stack([cls(k)(outputs) for cls, k in distinct])  # checks the class range
         pick = torch.tensor([distinct[key] for key in keys], device=rows.device)
         return rows.gather(0, pick[None])[0]
+    differentiable = torch.is_grad_enabled() and any(
+        t.requires_grad for t in flatten_tensors(outputs)[0]
+    )
     scores = []
     for i, target in enumerate(targets):
         try:
@@ -145,14 +150,14 @@ def target_scores(outputs: Any, targets: Sequence[Target]) -> torch.Tensor:
                 f"targets[{i}] ({target!r}) could not read the model output "
                 f"({describe_output(outputs)}): {error}"
             ) from error
-        scores.append(_score_tensor(score, i, target))
+        scores.append(_score_tensor(score, i, target, differentiable))
     device = next((s.device for s in scores if s.device.type != "cpu"), scores[0].device)
     return torch.stack([s.to(device) for s in scores])
 
 
-def _score_tensor(score: Any, index: int, target: Any) -> torch.Tensor:
+def _score_tensor(score: Any, index: int, target: Any, differentiable: bool) -> torch.Tensor:
     """A target's result as a scalar tensor (summed); a TypeError naming ``targets[index]``
-    for anything that is not real numbers."""
+    for anything that is not real numbers, or (``differentiable``) not a floating tensor."""
     tensor = None
     if isinstance(score, torch.Tensor):
         tensor = score
@@ -167,5 +172,16 @@ def _score_tensor(score: Any, index: int, target: Any) -> torch.Tensor:
         raise TypeError(
             f"targets[{index}] ({target!r}) returned {kind}; a target must return a tensor of "
             "scores (a scalar, or values that are summed)"
+        )
+    if differentiable and not (isinstance(score, torch.Tensor) and tensor.is_floating_point()):
+        kind = (
+            f"a tensor of dtype {tensor.dtype}"
+            if isinstance(score, torch.Tensor)
+            else f"a {type(score).__name__} ({score!r})"
+        )
+        raise TypeError(
+            f"targets[{index}] ({target!r}) returned {kind}, through which no gradient can "
+            "flow: a target must compute its score as a floating tensor from the model output "
+            "(e.g. output[k]; not float(output[k]), output[k].item() or output.argmax())"
         )
     return tensor.sum()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pytorch_grad_cam._arrays import numpy_compatible
+from pytorch_grad_cam._checks import check_finite_scores
 from pytorch_grad_cam._forward_pass import ForwardPass
 from pytorch_grad_cam._perturbation import check_batch_size, progress_bar, require_targets
 from pytorch_grad_cam._targets import Target, target_scores
@@ -99,6 +100,7 @@ class AblationCAM(SingleLayerAblationCAM):
         self.last_path = "full"
         with torch.no_grad():
             original = target_scores(self.outputs, targets).float().to(device)
+            check_finite_scores(original, targets, " (nothing ablated)")
             plans = self.ablation_plans(activations)
             ablated = original[:, None].repeat(1, channels)
             chunks = [
@@ -115,6 +117,7 @@ class AblationCAM(SingleLayerAblationCAM):
                     outputs = self.model(image.repeat(len(indices), *[1] * (image.ndim - 1)))
                     scores = target_scores(outputs, [targets[b]] * len(indices)).float()
                     ablated[b, indices.to(device)] = scores.to(ablated)
+        check_finite_scores(ablated, targets, " with channel {k} ablated in every target layer")
         return ablation_weights(original, ablated)
 
 

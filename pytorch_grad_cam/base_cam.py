@@ -23,6 +23,7 @@ from pytorch_grad_cam._call_checks import (
 )
 from pytorch_grad_cam._checks import (
     CallHealth,
+    caller_images,
     check_not_scripted,
     checked_batch,
     per_image,
@@ -555,7 +556,8 @@ class BaseCAM:
             oom = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
             try:
                 stacked = torch.cat([v.augment_image(input_tensor) for v in views])
-                maps = self._forward(stacked, stacked_targets, eigen_smooth, keep_graph)
+                with caller_images(batch):  # messages name the caller's images
+                    maps = self._forward(stacked, stacked_targets, eigen_smooth, keep_graph)
                 per_view = list(maps.split(batch))
             except oom:
                 per_view = [
@@ -682,10 +684,18 @@ def _check_target_layers(model: nn.Module, target_layers: Any) -> list[nn.Module
     if not layers:
         raise ValueError("target_layers is empty; pass at least one layer of the model")
     in_model = {id(m) for m in model.modules()}
+    seen: dict[int, int] = {}
     for i, layer in enumerate(layers):
         if not isinstance(layer, nn.Module):
             raise TypeError(
                 f"target_layers[{i}] must be a torch.nn.Module; got {type(layer).__name__}"
+            )
+        first = seen.setdefault(id(layer), i)
+        if first != i:
+            raise ValueError(
+                f"target_layers[{first}] and target_layers[{i}] are the same module "
+                f"({type(layer).__name__}); list each layer once (a repeated layer would only "
+                "repeat its map in the mean over the layers)"
             )
         if id(layer) not in in_model:
             raise ValueError(

@@ -130,6 +130,12 @@ class GuidedBackpropReLUModel:
         device: str | torch.device | None = None,
         use_cuda: bool | None = None,
     ) -> None:
+        if isinstance(device, bool) or not isinstance(device, (str, torch.device, type(None))):
+            raise TypeError(
+                "device must be a str or torch.device, e.g. 'cuda' or 'cpu'; got "
+                f"{type(device).__name__} {device!r} (the second argument is the device: the "
+                "old use_cuda flag is the keyword use_cuda=..., deprecated for device=)"
+            )
         if use_cuda is not None:
             warnings.warn(
                 "use_cuda is deprecated; pass device='cuda' instead",
@@ -137,12 +143,22 @@ class GuidedBackpropReLUModel:
                 stacklevel=2,
             )
             if device is None and use_cuda:
-                device = "cuda"
+                if torch.cuda.is_available():
+                    device = "cuda"
+                else:
+                    warnings.warn(
+                        "use_cuda=True but CUDA is not available; using the CPU", stacklevel=2
+                    )
         if device is None:
             param = next(model.parameters(), None)
             device = param.device if param is not None else "cpu"
         self.model = model
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={str(device)!r} but CUDA is not available here; pass device='cpu', "
+                "or leave device out to run on the model's device"
+            )
 
     def forward(self, input_img: torch.Tensor) -> torch.Tensor:
         """Runs the model as is (no guided rule)."""

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import LinearHead, Probe, postprocess
+from snapshot import expect_clean_error
 from torch import nn
 
 from pytorch_grad_cam import AblationCAM as OneLayerAblationCAM
@@ -55,9 +56,44 @@ def test_layers_with_other_channel_counts_are_an_error_and_leave_no_hooks():
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 5, 1), nn.Flatten(), nn.LazyLinear(2))
     model(torch.rand(1, 3, 4, 4))
     cam = AblationCAM(model, [model[0], model[1]], progress=False)
-    with pytest.raises(ValueError, match="must have the same number of channels"):
-        cam(torch.rand(1, 3, 4, 4), [0])
+    expect_clean_error(
+        model,
+        lambda: cam(torch.rand(1, 3, 4, 4), [0]),
+        ValueError,
+        "must have the same number of channels",
+    )
     assert not any(m._forward_hooks for m in model.modules())
+
+
+class NanAfter:
+    """A target that scores logit 1 for its first ``calls`` calls, then NaN."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __call__(self, output):
+        self.calls -= 1
+        return output[1] * (1.0 if self.calls >= 0 else float("nan"))
+
+
+@pytest.mark.parametrize(
+    "score, where",
+    [
+        (NanAfter(0), r"\(nothing ablated\)"),
+        (lambda output: output[1] / (output[1] - output[1]), r"\(nothing ablated\)"),
+        (NanAfter(1), "with channel 0 ablated in every target layer"),
+    ],
+)
+def test_a_non_finite_target_score_names_the_target(score, where):
+    model = chain()
+    x = torch.rand(2, 3, 3, 4, generator=torch.Generator().manual_seed(6))
+    cam = AblationCAM(model, [model[0], model[1]], progress=False)
+    expect_clean_error(
+        model,
+        lambda: cam(x, [1, score]),
+        ValueError,
+        rf"targets\[1\] \(.*\) gives a non-finite score .* for image 1 {where}",
+    )
 
 
 def test_the_wrapper_layer_ablates_copy_i_at_channel_i():

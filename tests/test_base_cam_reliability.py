@@ -202,6 +202,34 @@ def test_a_target_returning_no_tensor_is_named(returned, name):
     )
 
 
+@pytest.mark.parametrize(
+    "score, kind",
+    [
+        (lambda output: 1.0, r"a float \(1\.0\)"),
+        (lambda output: float(output[1]), "a float"),
+        (lambda output: np.float32(2.0), "a float32"),
+        (lambda output: output.argmax(), "a tensor of dtype torch.int64"),
+    ],
+)
+@pytest.mark.parametrize("method", [GradCAM, ShapleyCAM], ids=method_name)
+def test_a_target_score_no_gradient_can_flow_through_is_named(method, score, kind):
+    model = conv_net()
+    cam = method(model, [model.conv2])
+    expect_clean_error(
+        model,
+        lambda: cam(batch(), [ClassifierOutputTarget(0), score]),
+        TypeError,
+        rf"targets\[1\] \(.*\) returned {kind}.*, through which no gradient can flow",
+    )
+
+
+def test_python_number_scores_still_serve_the_gradient_free_methods():
+    model = conv_net()
+    got = ScoreCAM(model, [model.conv2], progress=False)(batch(), [lambda o: float(o[1])])
+    expected = ScoreCAM(model, [model.conv2], progress=False)(batch(), [ClassifierOutputTarget(1)])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("method", [GradCAM, LayerCAM, ShapleyCAM], ids=method_name)
 def test_a_non_finite_target_score_names_the_target_and_image(method):
     model = conv_net()
@@ -300,6 +328,18 @@ def test_nan_maps_raise(method, match):
     expect_clean_error(model, lambda: cam(batch(), [0]), RuntimeError, match)
 
 
+@pytest.mark.parametrize("method", [GradCAM, ScoreCAM, AblationCAM], ids=method_name)
+def test_a_target_layer_listed_twice_is_named(method):
+    model = conv_net()
+    expect_clean_error(
+        model,
+        lambda: make_cam(method, model, [model.conv1, model.conv2, model.conv2]),
+        ValueError,
+        r"target_layers\[1\] and target_layers\[2\] are the same module \(Conv2d\); list "
+        "each layer once",
+    )
+
+
 # ----------------------------------------------------------------------------- layouts
 
 
@@ -317,21 +357,79 @@ def swin():
 
 
 @pytest.mark.parametrize("method", [GradCAM, EigenCAM, ScoreCAM], ids=method_name)
-@pytest.mark.parametrize("path", ["features.3.0.norm1", "features.3.0.mlp", "features.3.0"])
-def test_channels_last_swin_layers_without_a_transform_raise(swin, method, path):
+@pytest.mark.parametrize(
+    "path, channels",
+    [
+        ("features.3.0.norm1", 32),
+        ("features.3.0.mlp", 32),
+        ("features.3.0", 32),
+        ("features.3.0.mlp.1", 128),  # GELU, Dropout: no channel count of their own
+        ("features.3.0.mlp.2", 128),
+        ("features.3.0.mlp.4", 32),
+        ("features.2", 32),  # PatchMerging: its last registered module is LayerNorm(4 C)
+    ],
+)
+def test_channels_last_swin_layers_without_a_transform_raise(swin, method, path, channels):
     layer = swin.get_submodule(path)
     cam = make_cam(method, swin, [layer])
     expect_clean_error(
         swin,
         lambda: cam(torch.rand(1, 3, 32, 32), [1]),
         ValueError,
-        r"outputs shape \(1, 4, 4, 32\), a channels-last \(B, H, W, C\) map.*"
+        rf"outputs shape \(1, 4, 4, {channels}\), a channels-last \(B, H, W, C\) map.*"
         "reshape_transform=pytorch_grad_cam.utils.reshape_transforms.swinT_reshape_transform",
     )
     with_transform = make_cam(method, swin, [layer])
     with_transform.reshape_transform = swinT_reshape_transform
     with_transform.activations_and_grads.reshape_transform = swinT_reshape_transform
     assert with_transform(torch.rand(1, 3, 32, 32), [1]).shape == (1, 32, 32)
+
+
+def test_a_channels_last_layer_run_twice_raises_too(swin):
+    cam = GradCAM(swin, [swin.features[3][0].stochastic_depth])  # run after attn and mlp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "ran 2 times"
+        expect_clean_error(
+            swin,
+            lambda: cam(torch.rand(1, 3, 32, 32), [1]),
+            ValueError,
+            r"\(StochasticDepth\) outputs shape \(1, 4, 4, 32\), a channels-last",
+        )
+
+
+@pytest.mark.parametrize("index, channels", [(1, 96), (4, 384)])
+def test_channels_last_convnext_block_layers_raise_and_its_last_permute_does_not(index, channels):
+    model = torchvision.models.convnext_tiny(weights=None, num_classes=5).eval()
+    block = model.features[1][0].block  # Conv2d Permute LayerNorm Linear GELU Linear Permute
+    expect_clean_error(
+        model,
+        lambda: GradCAM(model, [block[index]])(torch.rand(1, 3, 32, 32), [1]),
+        ValueError,
+        rf"outputs shape \(1, 8, 8, {channels}\), a channels-last \(B, H, W, C\) map .*"
+        r"its 8x8 grid before the last axis is what fits the 32x32 input",
+    )
+    got = GradCAM(model, [block[6]])(torch.rand(1, 3, 32, 32), [1])  # back to (B, C, H, W)
+    assert got.shape == (1, 32, 32) and got.max() > 0.99
+
+
+class WideFilm(nn.Module):
+    """A channels-first block (B, 16, H, W) whose last registered module, unused here, is a
+    Linear with W outputs: the layer's channel count alone would call it channels-last."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.film = nn.Linear(4, 32)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_a_channels_first_block_ending_in_a_linear_of_the_width_is_not_rejected():
+    torch.manual_seed(0)
+    model = nn.Sequential(WideFilm(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    got = GradCAM(model, [model[0]])(torch.rand(2, 3, 32, 32), [1])
+    assert got.shape == (2, 32, 32) and got.max() > 0.99
 
 
 class TokenModel(nn.Module):
@@ -521,20 +619,91 @@ def test_a_1x1_target_layer_warns():
 def test_a_saturated_softmax_target_warns_and_keeps_the_numerics():
     model = ProbeNet()
     with torch.no_grad():
-        model.head.bias[0] = 60.0  # a confident prediction: softmax(0) is exactly 1
+        model.head.bias[1] = 60.0  # a confident prediction: softmax(1) is exactly 1
     x = torch.rand(2, 3, 9, 12, generator=torch.Generator().manual_seed(0))
-    assert torch.softmax(model(x), dim=1)[:, 0].eq(1).all()
+    assert torch.softmax(model(x), dim=1)[:, 1].eq(1).all()
     cam = GradCAM(model, [model.probe])
     got = expect_clean_warning(
         model,
-        lambda: cam(x, [ClassifierOutputSoftmaxTarget(0)]),
+        lambda: cam(x, [ClassifierOutputSoftmaxTarget(1)]),
         r"the maps of image 0 peak at .* instead of 1: their raw values \(span .*\) are tiny "
         r"next to the \+1e-7 of min-max normalisation.*explain the logit",
     )
     assert 0 < got[0].max() < 1e-6  # numerics unchanged (not silently re-normalised)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        cam(x, [ClassifierOutputTarget(0)])  # the logit is fine
+        assert cam(x, [ClassifierOutputTarget(1)]).max() > 0.99  # the logit is fine
+
+
+def saturated_probe_net() -> nn.Module:
+    model = ProbeNet()
+    with torch.no_grad():
+        model.head.bias[1] = 80.0  # softmax(1) is exactly 1, its gradient underflows
+    return model
+
+
+@pytest.mark.parametrize("method", [GradCAMPlusPlus, AblationCAM], ids=method_name)
+def test_all_zero_maps_of_a_saturated_softmax_warn_nothing_to_explain(method):
+    model = saturated_probe_net()
+    x = torch.rand(2, 3, 9, 12, generator=torch.Generator().manual_seed(0))
+    cam = make_cam(method, model, [model.probe])
+    got = expect_clean_warning(
+        model,
+        lambda: cam(x, [ClassifierOutputSoftmaxTarget(1)]),
+        r"the maps of images 0, 1 are all zero: .*nothing to explain; e\.g\. a saturated "
+        r"target .*explain the logit with ClassifierOutputTarget",
+    )
+    assert got.max() == 0  # numerics unchanged
+    with pytest.warns(RuntimeWarning) as record:
+        cam(x, [ClassifierOutputSoftmaxTarget(1)])
+    assert len(record) == 1  # one warning, not one per layer or per image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert cam(x, [ClassifierOutputTarget(1)]).max() > 0.99  # the logit is fine
+
+
+@pytest.mark.parametrize("method", [GradCAM, EigenCAM], ids=method_name)
+def test_all_zero_activations_warn_nothing_to_explain(method):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 2),
+    ).eval()  # fmt: skip
+    got = expect_clean_warning(
+        model,
+        lambda: make_cam(method, model, [model[1]])(torch.zeros(2, 3, 12, 12), [1]),
+        r"the maps of images 0, 1 are all zero: .*the layer's activations are all zero",
+    )
+    assert got.max() == 0
+
+
+def test_a_1x1_layer_warns_once_for_its_all_zero_maps():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    with pytest.warns(RuntimeWarning) as record:
+        got = EigenCAM(model, [model[1]])(batch(), [1])
+    assert got.max() == 0
+    assert [str(w.message)[:30] for w in record] == ["target_layers[0] (AdaptiveAvgP"]
+
+
+def test_aug_smooth_warnings_name_the_callers_images():
+    model = saturated_probe_net()
+    x = torch.rand(2, 3, 9, 12, generator=torch.Generator().manual_seed(0))
+    expect_clean_warning(
+        model,
+        lambda: GradCAM(model, [model.probe])(
+            x, [ClassifierOutputSoftmaxTarget(1)], aug_smooth=True
+        ),
+        r"the maps of image 0 peak at ",  # not "images 0, 2, 4, 6, 8, 10" (views of image 0)
+    )
+    gate, x = Gate(), batch(3)
+    x[1] = -x[1] - 0.1  # no gradient at the probe for image 1, in every view
+    got = expect_clean_warning(
+        gate,
+        lambda: GradCAM(gate, [gate.probe])(x, [0], aug_smooth=True),
+        r"is exactly zero for image 1, so the map is empty",
+    )
+    assert got[1].max() == 0 and got[0].max() > 0.9
 
 
 def test_a_vanishing_layer_among_several_warns_that_it_weighs_nothing():
@@ -569,8 +738,12 @@ def test_warnings_point_at_the_callers_line():
 def test_torchscript_models_are_reported_as_unsupported(method, how):
     model = conv_net()
     scripted = torch.jit.trace(model, batch()) if how == "trace" else torch.jit.script(model)
-    with pytest.raises(TypeError, match="model is a TorchScript module .*hooks do not run"):
-        make_cam(method, scripted, [scripted.conv2])
+    expect_clean_error(
+        scripted,
+        lambda: make_cam(method, scripted, [scripted.conv2]),
+        TypeError,
+        "model is a TorchScript module .*hooks do not run",
+    )
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -579,8 +752,12 @@ def test_a_target_layer_inside_a_torchscript_part_is_reported():
     stem = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
     model = nn.Sequential(stem, nn.Conv2d(4, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     for layer in (stem, model.get_submodule("0.0")):
-        with pytest.raises(TypeError, match=r"target_layers\[0\] is inside a TorchScript module"):
-            GradCAM(model, [layer])
+        expect_clean_error(
+            model,
+            lambda layer=layer: GradCAM(model, [layer]),
+            TypeError,
+            r"target_layers\[0\] is inside a TorchScript module",
+        )
     assert GradCAM(model, [model[1]])(batch(), [1]).shape == (2, 20, 28)  # outside it: fine
 
 

@@ -119,6 +119,17 @@ def test_channels_last_outputs_are_told_apart_from_channels_first_ones():
     check_channels_first(torch.zeros(2, 8, 4, 5), nn.Identity(), "layer")  # unknown: no claim
 
 
+def test_the_input_size_tells_channels_last_outputs_of_layers_without_a_channel_count():
+    with pytest.raises(ValueError, match="its 7x7 grid before the last axis is what fits the 224"):
+        check_channels_first(torch.zeros(1, 7, 7, 96), nn.GELU(), "layer", (224, 224))
+    with pytest.raises(ValueError, match=r"permute\(0, 4, 1, 2, 3\)"):
+        check_channels_first(torch.zeros(1, 4, 4, 4, 48), nn.Dropout(), "layer", (32, 32, 32))
+    # the grid fits only as (B, C, H, W): no claim, even from a Linear of the width
+    check_channels_first(torch.zeros(1, 16, 32, 32), nn.Linear(4, 32), "layer", (32, 32))
+    with pytest.raises(ValueError, match="its LayerNorm normalises 8"):  # both fit: the norm tells
+        check_channels_first(torch.zeros(1, 8, 8, 8), nn.LayerNorm(8), "layer", (32, 32))
+
+
 def test_call_health_reads_every_flag_at_once():
     health = CallHealth(3)
     health.add("a", 0, torch.tensor([True, False, True]))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ORACLE_CASES, ProbeNet, check_against_oracle
+from snapshot import expect_clean_error
 
 from pytorch_grad_cam import FEM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -59,5 +60,6 @@ def test_ignores_targets_and_needs_no_gradients():
 
 def test_k_must_be_a_number():
     model = ProbeNet()
-    with pytest.raises(TypeError, match="k must be a number"):
-        FEM(model, [model.probe], k="2")
+    expect_clean_error(
+        model, lambda: FEM(model, [model.probe], k="2"), TypeError, "k must be a number"
+    )

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from snapshot import expect_clean_error
 
 from pytorch_grad_cam import AblationCAM, FinerCAM, GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWeightedTarget
@@ -87,14 +88,15 @@ def test_explicit_targets_are_used(model):
 def test_bad_arguments(model):
     x = torch.randn(1, 3, 8, 8)
     cam = FinerCAM(model, [model[2]])
-    with pytest.raises(ValueError, match="comparison_categories"):
-        cam(x, comparison_categories=[0, 1])
-    with pytest.raises(IndexError, match="comparison_categories"):
-        cam(x, comparison_categories=[7])
-    with pytest.raises(IndexError, match="target_idx"):
-        cam(x, target_idx=7)
-    with pytest.raises(TypeError, match="base_method"):
-        FinerCAM(model, [model[2]], base_method=len)
+    for kwargs, error in (
+        ({"comparison_categories": [0, 1]}, ValueError),
+        ({"comparison_categories": [7]}, IndexError),
+        ({"target_idx": 7}, IndexError),
+    ):
+        expect_clean_error(model, lambda kwargs=kwargs: cam(x, **kwargs), error, next(iter(kwargs)))
+    expect_clean_error(
+        model, lambda: FinerCAM(model, [model[2]], base_method=len), TypeError, "base_method"
+    )
     assert all(not m._forward_hooks for m in model.modules())  # released after the errors
 
 
@@ -122,8 +124,7 @@ def test_bad_arguments_are_rejected_before_the_model_runs(model, kwargs, error, 
     handle = model.register_forward_pre_hook(lambda module, args: runs.append(1))
     cam = FinerCAM(model, [model[2]])
     try:
-        with pytest.raises(error, match=match):
-            cam(torch.randn(1, 3, 8, 8), **kwargs)
+        expect_clean_error(model, lambda: cam(torch.randn(1, 3, 8, 8), **kwargs), error, match)
     finally:
         handle.remove()
     assert runs == []

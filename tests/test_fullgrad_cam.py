@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from snapshot import ModelSnapshot, expect_clean_error
 
 from pytorch_grad_cam import FullGrad
 
@@ -170,8 +171,8 @@ def test_layers_not_run_or_not_reached_add_nothing(model):
 
 def test_model_without_biases_raises():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, bias=False), nn.Flatten(), nn.LazyLinear(2))
-    with pytest.raises(ValueError, match="bias"):
-        FullGrad(model)
+    model(torch.rand(1, 1, 5, 5))  # materialise the lazy layer (the snapshot copies it)
+    expect_clean_error(model, lambda: FullGrad(model), ValueError, "bias")
 
 
 def test_reshape_transform_is_ignored_with_a_warning():
@@ -187,3 +188,40 @@ def test_reshape_transform_is_ignored_with_a_warning():
     with pytest.warns(UserWarning, match="reshape_transform is ignored"):
         cam = FullGrad(model, reshape_transform=lambda t: t[:, :, 0])
     np.testing.assert_allclose(cam(x), plain)
+
+
+class Switchable(Net):
+    """Net with a biased 1x1 conv after the batch norm that runs only while ``extra`` is on
+    (a switch that is not the training flag, so it skips the layer in eval mode too)."""
+
+    def __init__(self):
+        super().__init__()
+        self.extra = nn.Conv2d(3, 3, 1)
+        self.use_extra = True
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv1(x)))
+        if self.use_extra:
+            h = torch.relu(self.extra(h))
+        return self.fc(torch.relu(self.conv2(h)).mean(dim=(2, 3)))
+
+
+def test_a_layer_skipped_in_one_call_counts_again_in_a_later_one(model):
+    switchable = Switchable()
+    switchable.load_state_dict(model.state_dict(), strict=False)
+    switchable.train()  # in train mode going in: every call runs it in eval mode, restored
+    before = ModelSnapshot.of(switchable)
+    x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(3))
+    cam = FullGrad(switchable)
+    assert switchable.extra in cam.target_layers
+    with_extra = cam(x, targets=[1])
+    switchable.use_extra = False
+    without = cam(x, targets=[1])
+    switchable.use_extra = True
+    again = cam(x, targets=[1])
+    np.testing.assert_allclose(again, with_extra, atol=1e-6)  # extra's bias counts again
+    np.testing.assert_allclose(again, FullGrad(switchable)(x, targets=[1]), atol=1e-6)
+    assert not np.allclose(without, with_extra, atol=1e-3)
+    switchable.use_extra = False
+    np.testing.assert_allclose(without, FullGrad(switchable)(x, targets=[1]), atol=1e-6)
+    before.assert_unchanged(switchable)  # train flags, BN statistics, .grad as they were

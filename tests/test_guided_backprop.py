@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from snapshot import expect_clean_error
 from torch import nn
 
 from pytorch_grad_cam.guided_backprop import GuidedBackpropReLUModel
@@ -107,8 +108,7 @@ def test_target_category_forms() -> None:
     with torch.no_grad():
         top = model(x).argmax(1).tolist()
     np.testing.assert_allclose(gb(x), gb(x, target_category=top))
-    with pytest.raises(ValueError):
-        gb(x, target_category=[0, 1])
+    expect_clean_error(model, lambda: gb(x, target_category=[0, 1]), ValueError, "2 entries")
 
 
 def small_cnn() -> nn.Module:
@@ -191,6 +191,27 @@ def test_device_and_deprecated_use_cuda() -> None:
         GuidedBackpropReLUModel(model, device=None)
 
 
+def test_a_device_without_cuda_or_a_bool_device_is_named(monkeypatch) -> None:
+    model = small_cnn()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", torch.device("cuda:0")):
+        expect_clean_error(
+            model,
+            lambda device=device: GuidedBackpropReLUModel(model, device=device),
+            ValueError,
+            r"device='cuda(:0)?' but CUDA is not available here; pass device='cpu'",
+        )
+    expect_clean_error(
+        model,
+        lambda: GuidedBackpropReLUModel(model, True),
+        TypeError,
+        "device must be a str or torch.device.*got bool True .*use_cuda",
+    )
+    with pytest.warns(UserWarning, match="use_cuda=True but CUDA is not available; using the CPU"):
+        gb = GuidedBackpropReLUModel(model, use_cuda=True)
+    assert gb.device == torch.device("cpu")
+
+
 def test_resnet18_output_shape() -> None:
     model = torchvision.models.resnet18(weights=None).eval()
     x = torch.randn(1, 3, 64, 48)
@@ -205,13 +226,25 @@ def test_bad_target_category_and_output_shape_are_named() -> None:
     x = torch.randn(2, *SHAPE)
     gb = GuidedBackpropReLUModel(model)
     for bad in (4, -1, [0, 4]):
-        with pytest.raises(IndexError, match="target_category .* out of range .* 4 classes"):
-            gb(x, target_category=bad)
-    with pytest.raises(ValueError, match="target_category has 3 entries for a batch of 2"):
-        gb(x, target_category=[0, 1, 2])
+        expect_clean_error(
+            model,
+            lambda bad=bad: gb(x, target_category=bad),
+            IndexError,
+            "target_category .* out of range .* 4 classes",
+        )
+    expect_clean_error(
+        model,
+        lambda: gb(x, target_category=[0, 1, 2]),
+        ValueError,
+        "target_category has 3 entries for a batch of 2",
+    )
     scalar_per_image = nn.Sequential(model, nn.Flatten(0))  # (B * 4,): not (B, num_classes)
-    with pytest.raises(ValueError, match=r"\(B, num_classes\) scores; got .* \(8,\)"):
-        GuidedBackpropReLUModel(scalar_per_image)(x)
+    expect_clean_error(
+        scalar_per_image,
+        lambda: GuidedBackpropReLUModel(scalar_per_image)(x),
+        ValueError,
+        r"\(B, num_classes\) scores; got .* \(8,\)",
+    )
 
 
 def test_inplace_relu_on_the_input_leaves_the_callers_tensor_alone() -> None:
@@ -232,8 +265,12 @@ def test_float_categories_are_rejected_and_integer_scalars_accepted() -> None:
     x = torch.randn(2, *SHAPE)
     gb = GuidedBackpropReLUModel(model)
     for bad, name in ((2.7, "target_category"), ([1.5, 2], r"target_category\[0\]")):
-        with pytest.raises(TypeError, match=rf"{name} must be an integer class index"):
-            gb(x, target_category=bad)
+        expect_clean_error(
+            model,
+            lambda bad=bad: gb(x, target_category=bad),
+            TypeError,
+            rf"{name} must be an integer class index",
+        )
     expected = gb(x, target_category=[1, 2])
     for same in ([np.int64(1), torch.tensor(2)], np.array([1, 2]), torch.tensor([1, 2])):
         np.testing.assert_array_equal(gb(x, target_category=same), expected)
@@ -244,11 +281,13 @@ def test_bad_inputs_are_named_and_an_empty_batch_is_empty() -> None:
     model = FunctionalMLP("module").eval()
     gb = GuidedBackpropReLUModel(model)
     x = torch.randn(2, *SHAPE)
-    with pytest.raises(TypeError, match="input_img has dtype torch.uint8"):
-        gb((x * 100).to(torch.uint8))
+    expect_clean_error(
+        model, lambda: gb((x * 100).to(torch.uint8)), TypeError, "input_img has dtype torch.uint8"
+    )
     x[1, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"input_img contains NaN or Inf values \(image 1\)"):
-        gb(x)
+    expect_clean_error(
+        model, lambda: gb(x), ValueError, r"input_img contains NaN or Inf values \(image 1\)"
+    )
     empty = gb(torch.randn(0, *SHAPE))
     assert empty.shape == (0, 3, 2, 2) and empty.dtype == np.float32
     np.testing.assert_array_equal(gb(x[:1].numpy()), gb(x[:1]))  # numpy input still works
@@ -258,8 +297,13 @@ def test_bad_inputs_are_named_and_an_empty_batch_is_empty() -> None:
 def test_torchscript_models_are_rejected_and_scripted_parts_warned_about() -> None:
     model = FunctionalMLP("module").eval()
     x = torch.randn(2, *SHAPE)
-    with pytest.raises(TypeError, match="TorchScript module .*guided backward rule"):
-        GuidedBackpropReLUModel(torch.jit.trace(model, x))(x)
+    traced = torch.jit.trace(model, x)
+    expect_clean_error(
+        traced,
+        lambda: GuidedBackpropReLUModel(traced)(x),
+        TypeError,
+        "TorchScript module .*guided backward rule",
+    )
     part = nn.Sequential(torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(12, 4))))
     with pytest.warns(RuntimeWarning, match="TorchScript parts .*plain gradient"):
         GuidedBackpropReLUModel(part)(x)

@@ -337,3 +337,26 @@ def test_labels_legend():
     labels = {0: "cat", 1: "dog", 2: "car"}
     assert create_labels_legend(scores, labels) == ["dog:0.70\ncar:0.20", "cat:0.50\ncar:0.40"]
     assert create_labels_legend(scores, labels, top_k=1) == ["dog:0.70", "cat:0.50"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_scale_cam_image_names_non_finite_maps(bad):
+    cams = np.random.default_rng(0).random((3, 7, 7)).astype(np.float32)
+    cams[1, 2, 3] = bad
+    with pytest.raises(ValueError, match=r"cam contains NaN or Inf values \(image 1\)"):
+        scale_cam_image(cams)
+    with pytest.raises(ValueError, match=r"cam contains NaN or Inf values \(image 0\)"):
+        scale_cam_image(np.full((1, 7, 7), np.nan, np.float32), (5, 5))
+
+
+def test_scale_cam_image_names_empty_maps_and_keeps_empty_batches():
+    with pytest.raises(ValueError, match=r"cam has empty maps \(shape \(1, 0, 0\)\)"):
+        scale_cam_image(np.zeros((1, 0, 0), np.float32), (5, 5))
+    assert scale_cam_image(np.zeros((0, 7, 7), np.float32), (5, 4)).shape == (0, 4, 5)
+
+
+def test_deprocess_image_names_non_finite_values():
+    img = np.random.default_rng(0).random((4, 4, 3))
+    img[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="img contains NaN or Inf values"):
+        deprocess_image(img)

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from snapshot import expect_clean_error
 from torch import nn
 
 from pytorch_grad_cam.metrics.deletion_insertion import (
@@ -134,5 +135,10 @@ def test_an_empty_batch_gives_empty_curves(metric):
 def test_nan_maps_raise(metric):
     cams = np.zeros((2, 4, 4), np.float32)
     cams[1, 0, 0] = np.inf
-    with pytest.raises(ValueError, match=r"cams contain NaN or Inf values \(image 1\)"):
-        metric()(torch.rand(2, 2, 4, 4), cams, [ClassifierOutputTarget(0)], linear_model(2, 4, 4))
+    model = linear_model(2, 4, 4)
+    expect_clean_error(
+        model,
+        lambda: metric()(torch.rand(2, 2, 4, 4), cams, [ClassifierOutputTarget(0)], model),
+        ValueError,
+        r"cams contain NaN or Inf values \(image 1\)",
+    )

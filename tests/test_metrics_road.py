@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from snapshot import expect_clean_error
 from torch import nn
 
 from pytorch_grad_cam.metrics import road
@@ -316,5 +317,10 @@ def test_nan_maps_raise_instead_of_scoring_nonsense(index):
     metric = road_metrics()[index]
     cams = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
     cams[0, 3, 3] = np.nan
-    with pytest.raises(ValueError, match=r"cams contain NaN or Inf values \(image 0\)"):
-        metric(torch.rand(2, 3, 8, 8), cams, [ClassifierOutputTarget(0)], linear_model())
+    model = linear_model()
+    expect_clean_error(
+        model,
+        lambda: metric(torch.rand(2, 3, 8, 8), cams, [ClassifierOutputTarget(0)], model),
+        ValueError,
+        r"cams contain NaN or Inf values \(image 0\)",
+    )

@@ -2,6 +2,7 @@
 
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,3 +167,30 @@ def test_vit_given_height_and_width_must_account_for_every_token():
     assert vit_reshape_transform(tokens, 14, 14).shape == (1, 8, 14, 14)
     # an explicit num_prefix_tokens says it is meant
     assert vit_reshape_transform(tokens, 7, 7, num_prefix_tokens=148).shape == (1, 8, 7, 7)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (
+            {"height": 14.0, "width": 14},
+            TypeError,
+            r"height must be an integer .*float 14\.0 \(pass 14\)",
+        ),
+        ({"height": 14, "width": "14"}, TypeError, "width must be an integer number of patches"),
+        ({"height": True, "width": 14}, TypeError, "height must be an integer"),
+        ({"height": 0, "width": 14}, ValueError, "height must be at least 1 patch; got 0"),
+    ],
+)
+def test_vit_grid_sides_must_be_positive_integers(kwargs, error, match):
+    tokens = torch.rand(2, 197, 8)
+    with pytest.raises(error, match=match):
+        vit_reshape_transform(tokens, **kwargs)
+    with pytest.raises(error, match=match):
+        swinT_reshape_transform(tokens[:, 1:], **kwargs)
+
+
+def test_vit_grid_sides_may_be_numpy_integers():
+    tokens = torch.rand(2, 197, 8)
+    got = vit_reshape_transform(tokens, height=np.int64(14), width=np.int32(14))
+    torch.testing.assert_close(got, vit_reshape_transform(tokens, height=14, width=14))

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pytorch_grad_cam._checks import describe_images
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -46,6 +48,14 @@ def scale_cam_image(cam: ArrayLike, target_size: Sequence[int] | None = None) ->
     if t.ndim not in (3, 4):
         raise ValueError(
             f"cam must have shape (H, W), (B, H, W) or (B, D, H, W); got {tuple(t.shape)}"
+        )
+    if 0 in t.shape[1:]:
+        raise ValueError(f"cam has empty maps (shape {tuple(t.shape)}): nothing to normalise")
+    if is_numpy and t.numel() and not bool(torch.isfinite(t).all()):
+        bad = (~torch.isfinite(t)).flatten(1).any(dim=1).tolist()
+        raise ValueError(
+            f"cam contains NaN or Inf values ({describe_images(bad)}); normalising it would "
+            "give a map of NaN: check how the map was made"
         )
     dims = tuple(range(1, t.ndim))
     t = t - t.amin(dim=dims, keepdim=True)
@@ -152,6 +162,11 @@ def deprocess_image(img: np.ndarray) -> np.ndarray:
         uint8 array of the same shape.
     """
     arr = _to_numpy(img).astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(
+            "img contains NaN or Inf values; deprocess_image would turn them into a black "
+            "image: check how the gradients were made"
+        )
     arr = arr - arr.mean()
     arr = arr / (arr.std() + 1e-5)
     arr = np.clip(arr * 0.1 + 0.5, 0, 1)

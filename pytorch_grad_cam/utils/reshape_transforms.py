@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from numbers import Integral
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,20 @@ def _vit_grid(
     num_prefix_tokens: int | None,
 ) -> tuple[int, int, int]:
     """Resolve ``(num_prefix_tokens, height, width)`` for ``num_tokens`` ViT tokens."""
+    sides: tuple[tuple[str, object], ...] = (("height", height), ("width", width))
+    for name, value in sides:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, Integral):
+            whole = isinstance(value, float) and value.is_integer()
+            raise TypeError(
+                f"{name} must be an integer number of patches; got {type(value).__name__} "
+                f"{value!r}" + (f" (pass {value:.0f})" if whole else "")
+            )
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1 patch; got {value}")
+    height = None if height is None else int(height)
+    width = None if width is None else int(width)
     if num_prefix_tokens is None:
         if height is not None and width is not None:
             prefix = num_tokens - height * width
