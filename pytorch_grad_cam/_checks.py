@@ -33,6 +33,9 @@ _MAX_LISTED = 8
 # The caller's number of images while a call runs several views of them as one batch
 # (aug_smooth stacks view v of image i at v * images + i).
 _CALLER_IMAGES: ContextVar[int | None] = ContextVar("caller_images", default=None)
+_WARNING_SINK: ContextVar[list[tuple[str, type[Warning]]] | None] = ContextVar(
+    "warning_sink", default=None
+)
 
 
 # --------------------------------------------------------------------- arguments
@@ -369,8 +372,25 @@ def per_image(reduce: str, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def warn(message: str, category: type[Warning] = RuntimeWarning) -> None:
-    """``warnings.warn`` pointing at the first caller outside this package."""
+    """``warnings.warn`` pointing at the first caller outside this package (or, inside
+    ``collected_warnings``, kept for the method that collects them)."""
+    sink = _WARNING_SINK.get()
+    if sink is not None:
+        sink.append((message, category))
+        return
     frame, level = sys._getframe(1), 2
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == PACKAGE:
         frame, level = frame.f_back, level + 1  # type: ignore[assignment]
     warnings.warn(message, category, stacklevel=level)
+
+
+@contextmanager
+def collected_warnings() -> Iterator[list[tuple[str, type[Warning]]]]:
+    """The package's warnings of the calls inside, collected instead of issued (in this thread
+    only: a context variable, not the process-wide ``warnings`` filters)."""
+    sink: list[tuple[str, type[Warning]]] = []
+    token = _WARNING_SINK.set(sink)
+    try:
+        yield sink
+    finally:
+        _WARNING_SINK.reset(token)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytorch_grad_cam._checks import checked_batch, describe_images, warn
+from pytorch_grad_cam._checks import checked_batch, collected_warnings, describe_images, warn
 from pytorch_grad_cam._targets import Target
 from pytorch_grad_cam.base_cam import BaseCAM
 
@@ -155,8 +154,7 @@ class MessageRelay:
 
     @contextmanager
     def part(self, images: Sequence[int] | None = None, layer: int | None = None) -> Iterator[None]:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with collected_warnings() as caught:
             try:
                 yield
             except (ValueError, TypeError, RuntimeError, IndexError) as error:
@@ -170,9 +168,9 @@ class MessageRelay:
                 ):
                     raise
                 raise type(error)(text).with_traceback(error.__traceback__) from None
-        for record in caught:
-            text, found = self._told(str(record.message), images, layer)
-            key = (record.category, NUMBER.sub("#", text))
+        for message, category in caught:
+            text, found = self._told(message, images, layer)
+            key = (category, NUMBER.sub("#", text))
             _, known = self.pending.setdefault(key, (text, set()))
             known |= found
 

@@ -12,6 +12,7 @@ from torch import nn
 
 import pytorch_grad_cam
 from pytorch_grad_cam import SESS, BaseCAM, FinerCAM, RefineCAM
+from pytorch_grad_cam._checks import collected_warnings, warn
 from pytorch_grad_cam._composition import ComposedCAM, MessageRelay
 from pytorch_grad_cam.ablation_cam_multilayer import AblationCAM as MultiLayerAblationCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -228,9 +229,29 @@ def test_relay_maps_inner_images_and_targets_to_the_callers():
         with relay.part(images):
             raise ValueError("targets[3] is bad for image 3 in GradCAM")
     with relay.part(images):
-        warnings.warn("the maps of images 0, 1 peak at 0.1", RuntimeWarning, stacklevel=1)
+        warn("the maps of images 0, 1 peak at 0.1")
     with relay.part(images[1:]):
-        warnings.warn("the maps of images 2, 3 peak at 0.2", RuntimeWarning, stacklevel=1)
+        warn("the maps of images 2, 3 peak at 0.2")
     with pytest.warns(RuntimeWarning) as caught:
         relay.emit()
     assert [str(w.message) for w in caught] == ["SESS: the maps of images 0, 2, 3 peak at 0.1"]
+
+
+def test_collected_warnings_stay_in_their_thread():
+    import threading
+
+    seen: list[str] = []
+
+    def other_thread() -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warn("from the other thread")
+        seen.extend(str(w.message) for w in caught)
+
+    with collected_warnings() as collected:
+        warn("collected")
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert collected == [("collected", RuntimeWarning)]
+    assert seen == ["from the other thread"]
