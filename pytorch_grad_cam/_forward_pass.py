@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from pytorch_grad_cam._checks import CallHealth
 from pytorch_grad_cam._outputs import flatten_tensors
@@ -57,24 +58,27 @@ class ForwardPass:
         self.input_leaf: torch.Tensor | None = None  # set when the input gradient is wanted
         self.input_gradient: torch.Tensor | None = None
         self.health: CallHealth | None = None  # per-image checks of the call (BaseCAM)
+        self.shared: dict[str, Any] = {}  # what a method computes once for every layer
         self._shown: Any = None  # the recording structure handed on to the recorder's hooks
         self._continued: Any = None  # the output structure the model goes on with
 
     @contextmanager
     def hooks(
         self, layers: Sequence[nn.Module], recorder_hooks: Sequence[Callable]
-    ) -> Iterator[None]:
+    ) -> Iterator[list[RemovableHandle]]:
         """Attach the capture hooks (and ``recorder_hooks``, run on the recording) to
-        ``layers`` until the block ends."""
-        handles = []
+        ``layers`` until the block ends; yields the handles of the recorder hooks."""
+        handles, recorder_handles = [], []
         try:
             for index, layer in enumerate(layers):
                 handles.append(layer.register_forward_hook(self._capture_hook(index), prepend=True))
-                handles += [layer.register_forward_hook(self._guard(h)) for h in recorder_hooks]
+                recorder_handles += [
+                    layer.register_forward_hook(self._guard(h)) for h in recorder_hooks
+                ]
                 handles.append(layer.register_forward_hook(self._continue))
-            yield
+            yield recorder_handles
         finally:
-            for handle in handles:
+            for handle in handles + recorder_handles:
                 handle.remove()
             self._shown = self._continued = None
 
@@ -102,6 +106,7 @@ class ForwardPass:
         self.outputs = None
         self.input_leaf = None
         self.health = None  # (it refers to the call's gradients and maps)
+        self.shared = {}
 
     # ----------------------------------------------------------------- the hooks
     def _capture_hook(self, index: int) -> Callable:

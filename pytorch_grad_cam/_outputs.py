@@ -48,14 +48,15 @@ def select_image(outputs: Any, index: int, batch: int) -> Any:
     """Image ``index``'s part of a batched model output (what a target receives).
 
     * a tensor with a batch axis: its row ``index``;
-    * a list or tuple with one entry per image (detector results: dicts or other objects, or
-      per-image tensors of other lengths): entry ``index``, as iterating the output gives;
+    * a list of ``batch`` entries: entry ``index``, as iterating the output gives (detector
+      results: dicts, other objects or per-image tensors, whatever their lengths); likewise a
+      tuple of ``batch`` entries that are not all tensors;
     * other structures (tuples of batched tensors, dicts, objects with ``.logits``): the same
       structure with every batched tensor sliced.
     """
     if isinstance(outputs, torch.Tensor):
         return outputs[index] if outputs.ndim > 0 and outputs.shape[0] == batch else outputs
-    if isinstance(outputs, (list, tuple)) and len(outputs) == batch and _per_image(outputs, batch):
+    if isinstance(outputs, (list, tuple)) and len(outputs) == batch and _per_image(outputs):
         return outputs[index]
     tensors, rebuild = flatten_tensors(outputs)
     logits = getattr(outputs, "logits", None)
@@ -71,12 +72,11 @@ def select_image(outputs: Any, index: int, batch: int) -> Any:
         return {k: select_image(v, index, batch) for k, v in dict(outputs).items()}
 
 
-def _per_image(entries: list | tuple, batch: int) -> bool:
-    """Whether a list/tuple of ``batch`` entries holds one entry per image (not batched
-    tensors): any non-tensor entry, or a list of tensors that are not all ``batch`` long."""
-    if not all(isinstance(e, torch.Tensor) for e in entries):
-        return True
-    return isinstance(entries, list) and any(e.ndim == 0 or e.shape[0] != batch for e in entries)
+def _per_image(entries: list | tuple) -> bool:
+    """Whether a list/tuple of ``batch`` entries holds one entry per image: any list (grad-cam
+    iterates the output), or a tuple with a non-tensor entry (a tuple of tensors is taken as
+    batched tensors, e.g. ``(logits, aux)``)."""
+    return isinstance(entries, list) or not all(isinstance(e, torch.Tensor) for e in entries)
 
 
 def describe_output(outputs: Any) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -52,16 +51,6 @@ class AblationCAM(SingleLayerAblationCAM):
         (1, 64, 64)
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layers: Any = None,
-        reshape_transform: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(model, target_layers, reshape_transform, **kwargs)
-        self._shared: tuple[weakref.ref[ForwardPass], torch.Tensor] | None = None
-
     @numpy_compatible
     def get_cam_weights(
         self,
@@ -74,10 +63,11 @@ class AblationCAM(SingleLayerAblationCAM):
         state = self.state
         if state is None:
             raise RuntimeError("get_cam_weights runs inside a CAM call, after its forward pass")
-        if self._shared is None or self._shared[0]() is not state:  # once per call
+        weights = state.shared.get("joint ablation weights")
+        if weights is None:  # once per call, for every layer
             weights = self._joint_weights(state, input_tensor, targets, activations)
-            self._shared = (weakref.ref(state), weights)
-        return self._shared[1].to(activations.device)
+            state.shared["joint ablation weights"] = weights
+        return weights.to(activations.device)
 
     def _joint_weights(
         self,

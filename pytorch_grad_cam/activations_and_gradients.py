@@ -26,8 +26,10 @@ class ActivationsAndGradients:
     ``detach=False`` keeps the autograd graph of both. ``release()`` removes the hooks.
 
     Subclasses may override ``__call__``, ``save_activation`` and ``save_gradient``. A CAM
-    object uses its own instance without attaching it: it registers ``save_activation`` and
-    ``save_gradient`` on the target layers for the duration of each forward pass only.
+    object makes its own instance with ``attach=False``: nothing is attached to the model
+    between calls. Its pipeline registers ``save_activation`` and ``save_gradient`` for the
+    duration of each forward pass; called directly (as grad-cam-style ``forward`` overrides
+    do), such an instance attaches its hooks for that one model call.
 
     The hooks hold only a weak reference to this object: dropping it removes them.
 
@@ -49,6 +51,8 @@ class ActivationsAndGradients:
         target_layers: Sequence[nn.Module],
         reshape_transform: Callable[[Any], Any] | None = None,
         detach: bool = True,
+        *,
+        attach: bool = True,
     ) -> None:
         self.model = model
         self.target_layers = list(target_layers)
@@ -57,6 +61,12 @@ class ActivationsAndGradients:
         self.gradients: list[Any] = []
         self.activations: list[Any] = []
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.attach_per_call = not attach  # attach the hooks in each __call__ instead
+        if attach:
+            self.attach()
+
+    def attach(self) -> None:
+        """Register the hooks on the target layers (``release()`` removes them)."""
         ref = weakref.ref(self)
         for layer in self.target_layers:
             self.handles.append(layer.register_forward_hook(_weak_hook(ref, "save_activation")))
@@ -93,10 +103,17 @@ class ActivationsAndGradients:
             tensors[i].register_hook(functools.partial(store, i))
 
     def __call__(self, x: Any) -> Any:
-        """Clear the records and run the model on ``x``."""
+        """Clear the records and run the model on ``x`` (with ``attach=False`` and no hooks
+        attached, attaching them for this call: the gradient hooks stay on its outputs)."""
         self.gradients = []
         self.activations = []
-        return self.model(x)
+        if self.handles or not self.attach_per_call:
+            return self.model(x)
+        self.attach()
+        try:
+            return self.model(x)
+        finally:
+            self.release()
 
     def clear(self) -> None:
         """Forget the recorded activations and gradients."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from importlib import import_module
 from typing import Any
 
 import numpy as np
@@ -73,8 +75,8 @@ class BaseCAM:
     defined outside this package receives what grad-cam passes: numpy float32 activations and
     gradients (torch tensors keeping their graph when ``detach=False``), per-layer numpy maps,
     and may return numpy or torch. The package's own methods compute in torch on the model's
-    device, with these declared hooks: ``get_weighted_activations``, ``layer_gradients``,
-    ``scale_layer_cam`` and the class attributes ``uses_gradients`` and
+    device, with these declared hooks: ``forward_context``, ``get_weighted_activations``,
+    ``layer_gradients``, ``scale_layer_cam`` and the class attributes ``uses_gradients`` and
     ``require_every_layer``.
 
     Hooks are attached to the model only while it runs for a call: between calls it carries
@@ -89,7 +91,8 @@ class BaseCAM:
         reshape_transform: turns a layer output into (B, C, *spatial), e.g. for token layouts.
         compute_input_gradient: also back-propagate to the input (a full backward pass).
         uses_gradients: whether the method needs gradients (class attribute by default).
-        tta_transforms: ttach transforms for ``aug_smooth`` (default: flip x scale 0.9/1/1.1).
+        tta_transforms: ttach transforms for ``aug_smooth`` (attribute; default: horizontal
+            flip x multiply by 0.9/1/1.1).
         detach: hand the weighting step detached activations and gradients (False keeps
             their graph, for second derivatives or a differentiable map).
         target_layer: deprecated 2021 spelling of ``target_layers=[target_layer]``.
@@ -141,20 +144,46 @@ class BaseCAM:
         self.compute_input_gradient = compute_input_gradient
         if uses_gradients is not None:
             self.uses_gradients = uses_gradients
-        self.tta_transforms = tta_transforms
+        self.tta_transforms = default_tta_transforms() if tta_transforms is None else tta_transforms
         self.detach = detach
         self.outputs: Any = None  # the model outputs of the last call (detached)
         self.state: ForwardPass | None = None  # the last forward pass
         self._lock = threading.RLock()
+        # attached for each forward pass only
         self.activations_and_grads = ActivationsAndGradients(
-            model, self.target_layers, reshape_transform, detach
+            model, self.target_layers, reshape_transform, detach, attach=False
         )
-        self.activations_and_grads.release()  # attached for each forward pass only
+
+    @classmethod
+    def __subclasses__(cls) -> list[type]:
+        """The direct subclasses, with every method of the package among them: grad-cam
+        imports all its methods with the package; here they load on first use, and asking
+        for the subclasses is one."""
+        package = import_module(__name__.rpartition(".")[0])
+        for name in package.__all__:  # (importing base_cam alone loads none of them)
+            getattr(package, name)
+        return type.__subclasses__(cls)
 
     @property
     def device(self) -> torch.device:
-        """The device the CAM runs on: the model's."""
+        """The device the CAM runs on: the model's (inputs are moved there).
+
+        Assigning it is accepted, as grad-cam code does after moving the model; the model's
+        device stays the one used, with a warning if the assigned one differs (move the model
+        instead: ``model.to(device)``).
+        """
         return model_device(self.model)
+
+    @device.setter
+    def device(self, device: torch.device | str) -> None:
+        wanted, used = torch.device(device), model_device(self.model)
+        if wanted.type != used.type or wanted.index not in (None, used.index):
+            warnings.warn(
+                f"cam.device = {str(wanted)!r} does not move anything: the CAM runs on the "
+                f"model's device ({used}); move the model instead (model.to(device))",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     @property
     def input_gradient(self) -> torch.Tensor | None:
@@ -222,6 +251,7 @@ class BaseCAM:
             if self._foreign(stage):  # grad-cam-style override: numpy in and out
                 if keep_graph:
                     raise ValueError(f"keep_graph=True cannot pass through the numpy {stage}")
+                self.state = None  # (it may record through activations_and_grads itself)
                 maps = getattr(self, stage)(input_tensor, targets, eigen_smooth)
             elif aug_smooth:
                 maps = self._augmented(input_tensor, targets, eigen_smooth, keep_graph)
@@ -268,6 +298,8 @@ class BaseCAM:
                 self._backpropagate(state, targets)  # 3. gradients
             else:
                 check_forward(self, state)
+            if state.input_leaf is not None:  # with compute_input_gradient: .grad is filled
+                input_tensor = state.input_leaf
             per_layer: list[Any]
             if self._foreign("compute_cam_per_layer"):  # 4. per-layer maps
                 per_layer = self.compute_cam_per_layer(input_tensor, targets, eigen_smooth)
@@ -297,8 +329,9 @@ class BaseCAM:
         truncate = self.uses_gradients and not (self.compute_input_gradient or keep_graph)
         state = self.state = ForwardPass(input_tensor, truncate=truncate, detach=detach)
         aag = self.activations_and_grads
+        own = isinstance(aag, ActivationsAndGradients) and not aag.handles
         recorder_hooks: list[Callable] = []
-        if isinstance(aag, ActivationsAndGradients) and not aag.handles:
+        if own:  # its hooks go on with the pipeline's, for this pass only
             aag.detach = detach
             recorder_hooks = [aag.save_activation, aag.save_gradient]
         aag.activations, aag.gradients = [], []
@@ -307,11 +340,17 @@ class BaseCAM:
             model_input = state.input_leaf = input_tensor.detach().requires_grad_()
         with_grad = (self.uses_gradients and not truncate) or keep_graph
         with (
-            state.hooks(self.target_layers, recorder_hooks),
+            state.hooks(self.target_layers, recorder_hooks) as recorder_handles,
             torch.set_grad_enabled(with_grad),
             self.forward_context(),
         ):
-            state.outputs = aag(model_input)
+            if own:  # (so that it does not attach them a second time)
+                aag.handles = recorder_handles
+            try:
+                state.outputs = aag(model_input)
+            finally:
+                if own:
+                    aag.handles = []
         tensors, rebuild = flatten_tensors(state.outputs)
         self.outputs = rebuild([t.detach() for t in tensors])  # keep no autograd graph alive
         for i, layer in enumerate(self.target_layers):
@@ -365,6 +404,7 @@ class BaseCAM:
         if state.input_leaf is not None:
             grad = grads.pop()
             state.input_gradient = torch.zeros_like(state.input_leaf) if grad is None else grad
+            state.input_leaf.grad = state.input_gradient  # as a backward pass would leave it
         flow = iter(grads)
         per_capture = [
             [next(flow) if t.requires_grad else None for t in c.graph] for c in state.captures
@@ -538,10 +578,7 @@ class BaseCAM:
         keep_graph: bool = False,
     ) -> torch.Tensor:
         """Mean of the maps of every augmented view, mapped back to the input's frame."""
-        transforms = self.tta_transforms
-        if transforms is None:
-            transforms = tta.Compose([tta.HorizontalFlip(), tta.Multiply(factors=[0.9, 1, 1.1])])
-        views = list(transforms)
+        views = list(self.tta_transforms)
         batch = input_tensor.shape[0]
         per_view: list[torch.Tensor]
         if self._foreign("forward"):  # as grad-cam does: one forward call per view
@@ -672,6 +709,11 @@ class BaseCAM:
 
 
 # --------------------------------------------------------------------- helpers
+def default_tta_transforms() -> tta.Compose:
+    """grad-cam's test-time augmentations: horizontal flip x multiply by 0.9, 1, 1.1."""
+    return tta.Compose([tta.HorizontalFlip(), tta.Multiply(factors=[0.9, 1, 1.1])])
+
+
 def _check_target_layers(model: nn.Module, target_layers: Any) -> list[nn.Module]:
     if target_layers is None:
         raise ValueError(

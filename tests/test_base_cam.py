@@ -14,6 +14,7 @@ from conftest import Conv3dNet, conv_net, make_probe_case
 from snapshot import ModelSnapshot
 from torch import nn
 
+import pytorch_grad_cam
 from pytorch_grad_cam import (
     EigenCAM,
     EigenGradCAM,
@@ -24,6 +25,9 @@ from pytorch_grad_cam import (
     LayerCAM,
     XGradCAM,
 )
+from pytorch_grad_cam._composition import ComposedCAM
+from pytorch_grad_cam.ablation_cam_multilayer import AblationCAM as MultiLayerAblationCAM
+from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget as Target
 from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
@@ -317,6 +321,16 @@ def test_hooks_are_attached_only_while_the_model_runs():
     assert hook_count(model) == 1
 
 
+# every CAM method the package exports (the multi-layer AblationCAM too)
+CAM_METHODS = {
+    name: getattr(pytorch_grad_cam, name)
+    for name in pytorch_grad_cam.__all__
+    if isinstance(getattr(pytorch_grad_cam, name), type)
+    and issubclass(getattr(pytorch_grad_cam, name), (BaseCAM, ComposedCAM))
+    and name != "BaseCAM"
+} | {"MultiLayerAblationCAM": MultiLayerAblationCAM}
+
+
 def test_model_and_cam_can_be_pickled_copied_and_saved_while_the_cam_exists(tmp_path):
     import pickle
 
@@ -331,6 +345,31 @@ def test_model_and_cam_can_be_pickled_copied_and_saved_while_the_cam_exists(tmp_
     assert cam_twin.model is not model and cam_twin.target_layers[0] is cam_twin.model.conv2
     np.testing.assert_allclose(cam_twin(x, [Target(1)]), expected)
     np.testing.assert_allclose(pickle.loads(pickle.dumps(cam))(x, [Target(1)]), expected)
+
+
+@pytest.mark.parametrize("name", sorted(CAM_METHODS))
+def test_every_method_can_be_pickled_copied_and_saved_after_a_call(name, tmp_path):
+    import pickle
+
+    assert len(CAM_METHODS) == 20  # the 19 of grad-cam's package namespace, and this one
+    model, x = conv_net(), batch(2, height=16, width=16)
+    kwargs = {"progress": False} if "Ablation" in name or name == "ScoreCAM" else {}
+    if name == "SESS":
+        kwargs = {"scales": [16], "window_size": 16, "step_size": 8}
+    cam = CAM_METHODS[name](model, [model.conv2], **kwargs)
+    torch.manual_seed(0)
+    expected = cam(x, [Target(1)])
+    torch.save(cam, tmp_path / "cam.pt")
+    twins = [
+        copy.deepcopy(cam),
+        pickle.loads(pickle.dumps(cam)),
+        torch.load(tmp_path / "cam.pt", weights_only=False),
+    ]
+    assert hook_count(model) == 0
+    for twin in twins:
+        assert twin.model is not model
+        torch.manual_seed(0)  # (RandomCAM)
+        np.testing.assert_allclose(twin(x, [Target(1)]), expected, atol=1e-6)
 
 
 def test_hooks_and_memory_do_not_accumulate_without_release():

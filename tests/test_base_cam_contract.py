@@ -5,14 +5,21 @@ them), a replaced ``activations_and_grads`` object is driven through its own hoo
 models that return one result object per image hand each target its own image's entry.
 """
 
+import copy
+import os
+import subprocess
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import ttach as tta
 from conftest import conv_net, make_probe_case, make_two_layer_case
+from snapshot import ModelSnapshot
 from torch import nn
 
 import pytorch_grad_cam
@@ -164,6 +171,101 @@ def test_forward_and_forward_augmentation_smoothing_overrides():
     np.testing.assert_allclose(direct, expected, atol=1e-6)
 
 
+class OriginalForward(GradCAM):
+    """grad-cam 1.5.7's ``forward`` body, as user subclasses copy it: it drives
+    ``activations_and_grads`` and the backward pass itself."""
+
+    def forward(self, input_tensor, targets, eigen_smooth=False):
+        input_tensor = input_tensor.to(self.device)
+        self.outputs = outputs = self.activations_and_grads(input_tensor)
+        if targets is None:
+            targets = [Target(c) for c in np.argmax(outputs.cpu().data.numpy(), axis=-1)]
+        if self.uses_gradients:
+            self.model.zero_grad()
+            loss = sum([target(output) for target, output in zip(targets, outputs)])
+            loss.backward(retain_graph=True)
+        cam_per_layer = self.compute_cam_per_layer(input_tensor, targets, eigen_smooth)
+        return self.aggregate_multi_layers(cam_per_layer)
+
+
+def test_a_forward_override_with_grad_cams_body_gives_the_plain_map():
+    model, x = conv_net(), batch()
+    layers, targets = [model.conv1, model.conv2], [Target(1), Target(3), Target(0)]
+    expected = GradCAM(model, layers)(x, targets)
+    cam = OriginalForward(model, layers)
+    GradCAM(model, layers)(x[:1], [Target(4)])  # a stale call of another CAM changes nothing
+    before = ModelSnapshot.of(model)
+    np.testing.assert_allclose(cam(x, targets), expected, atol=1e-6)
+    np.testing.assert_allclose(cam(x, targets), expected, atol=1e-6)  # and again
+    assert ModelSnapshot.of(model).hooks == before.hooks  # nothing left on the model
+
+
+def test_the_cams_recorder_called_directly_records_for_that_call():
+    model, x = conv_net(), batch()
+    cam = GradCAM(model, [model.conv2])
+    before = ModelSnapshot.of(model)
+    out = cam.activations_and_grads(x)
+    assert ModelSnapshot.of(model).hooks == before.hooks  # the forward hooks are gone
+    out[:, 1].sum().backward()
+    recorder = cam.activations_and_grads
+    assert len(recorder.activations) == 1 and len(recorder.gradients) == 1
+    assert recorder.activations[0].shape == recorder.gradients[0].shape == (3, 8, 6, 8)
+    maps = cam.aggregate_multi_layers(cam.compute_cam_per_layer(x, [Target(1)], False))
+    np.testing.assert_allclose(maps, GradCAM(model, [model.conv2])(x, [Target(1)]), atol=1e-6)
+
+
+class MedianSmoothing(GradCAM):
+    """grad-cam 1.5.7's ``forward_augmentation_smoothing`` body, with the median."""
+
+    def forward_augmentation_smoothing(self, input_tensor, targets, eigen_smooth=False):
+        cams = []
+        for transform in self.tta_transforms:
+            augmented_tensor = transform.augment_image(input_tensor)
+            cam = self.forward(augmented_tensor, targets, eigen_smooth)
+            cam = torch.from_numpy(cam[:, None, :, :])
+            cams.append(transform.deaugment_mask(cam).numpy()[:, 0])
+        self.views = len(cams)
+        return np.median(np.float32(cams), axis=0)
+
+
+def test_tta_transforms_default_to_grad_cams_and_an_override_can_iterate_them():
+    model, x = conv_net(), batch(2)
+    cam = MedianSmoothing(model, [model.conv2])
+    assert isinstance(cam.tta_transforms, tta.Compose) and len(cam.tta_transforms) == 6
+    got = cam(x, [Target(1)], aug_smooth=True)
+    assert cam.views == 6 and got.shape == (2, 12, 16)
+    plain = GradCAM(model, [model.conv2])
+    per_view = []
+    for view in plain.tta_transforms:
+        maps = plain(view.augment_image(x), [Target(1)])
+        per_view.append(view.deaugment_mask(torch.from_numpy(maps)[:, None])[:, 0].numpy())
+    np.testing.assert_allclose(got, np.median(per_view, axis=0), atol=1e-6)
+
+
+class InputTimesGradient(BaseCAM):
+    """FullGrad-style: reads ``input_tensor.grad`` in its ``get_cam_image``."""
+
+    def __init__(self, model, target_layers):
+        super().__init__(model, target_layers, compute_input_gradient=True)
+
+    def get_cam_image(self, input_tensor, target_layer, targets, activations, grads, eigen_smooth):
+        assert input_tensor.is_leaf and input_tensor.requires_grad
+        gradient = input_tensor.grad.data.cpu().numpy()
+        return np.abs(gradient * input_tensor.data.cpu().numpy()).sum(axis=1)
+
+
+def test_with_compute_input_gradient_overrides_get_the_input_with_its_grad():
+    model, x = conv_net(), batch()
+    got = InputTimesGradient(model, [model.conv2])(x, [Target(1), Target(3), Target(0)])
+    leaf = x.clone().requires_grad_()
+    model(leaf)[[0, 1, 2], [1, 3, 0]].sum().backward()
+    model.zero_grad()
+    layer_map = scale_cam_image((leaf.grad * x).abs().sum(dim=1).numpy())
+    expected = scale_cam_image(layer_map)  # (normalised again after the mean over layers)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert x.grad is None  # the caller's tensor is left alone
+
+
 def test_detach_false_hands_torch_tensors_with_their_graph():
     seen = []
 
@@ -182,6 +284,14 @@ def test_grad_cam_attributes():
     model = conv_net()
     cam = GradCAM(model, [model.conv2])
     assert cam.device == torch.device("cpu") and cam.detach is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cam.device = "cpu"  # as grad-cam code does: accepted (it is the model's device)
+        cam.device = torch.device("cpu")
+    assert cam.device == torch.device("cpu")
+    with pytest.warns(RuntimeWarning, match="does not move anything.*model.to"):
+        cam.device = "meta"
+    assert cam.device == torch.device("cpu")  # the model's device is what is used
     assert cam.uses_gradients and not cam.compute_input_gradient
     assert BaseCAM(model, [model.conv2], None, False, True, None, False).detach is False
 
@@ -315,6 +425,38 @@ def test_models_returning_one_result_object_per_image(method):
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+class RowsDetector(nn.Module):
+    """Per-image detections as tensors: image i's (2, 5) rows are its logits reshaped (so a
+    batch of 2 images gives entries whose first dimension is the batch size)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = conv_net(classes=10)
+
+    def forward(self, x):
+        return [row.reshape(2, 5) for row in self.net(x)]
+
+
+def detection_score(row, column):
+    def target(detections):
+        assert detections.shape == (2, 5)  # its own image's rows, not the batch's
+        return detections[row, column]
+
+    return target
+
+
+@pytest.mark.parametrize("method", [GradCAM, AblationCAM])
+def test_per_image_tensors_as_long_as_the_batch_are_not_sliced(method):
+    model, x = RowsDetector().eval(), batch(2)
+    # AblationCAM: a chunk of 2 ablated copies gives 2 entries of 2 rows
+    kwargs = {"progress": False, "batch_size": 2} if method is AblationCAM else {}
+    got = method(model, [model.net.conv2], **kwargs)(
+        x, [detection_score(1, 3), detection_score(0, 2)]
+    )
+    expected = method(model.net, [model.net.conv2], **kwargs)(x, [8, 2])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- threads
 
 
@@ -353,7 +495,7 @@ def test_an_unrelated_model_in_another_thread_is_undisturbed(method):
     other_input = torch.rand(4, 3, 16, 16)
     with torch.no_grad():
         reference = other(other_input)
-    stop, errors, mismatches, runs = threading.Event(), [], [], [0]
+    stop, running, errors, mismatches, runs = threading.Event(), threading.Event(), [], [], [0]
 
     def run_other():
         while not stop.is_set():
@@ -363,19 +505,25 @@ def test_an_unrelated_model_in_another_thread_is_undisturbed(method):
                 if not torch.allclose(out, reference):
                     mismatches.append(out)
                 runs[0] += 1
+                running.set()
             except Exception as error:  # noqa: BLE001 - counted, then asserted
                 errors.append(error)
 
     model, x = conv_net(), batch(2, 16, 16)
-    expected = method(model, [model.conv2], progress=False)(x, [0, 4])
+    twin = copy.deepcopy(model)  # never run while the other thread does
     worker = threading.Thread(target=run_other)
     worker.start()
     try:
+        assert running.wait(10)
+        before = runs[0]
+        # every call overlaps the other thread, the first call of this test included
         maps = [method(model, [model.conv2], progress=False)(x, [0, 4]) for _ in range(3)]
+        during = runs[0] - before
     finally:
         stop.set()
         worker.join()
-    assert runs[0] > 0 and errors == [] and mismatches == []
+    assert during > 0 and errors == [] and mismatches == []
+    expected = method(twin, [twin.conv2], progress=False)(x, [0, 4])
     for got in maps:
         np.testing.assert_allclose(got, expected, atol=1e-6)
     assert not any(m._forward_hooks for m in [*model.modules(), *other.modules()])
@@ -389,6 +537,51 @@ def test_method_classes_are_discoverable():
     for name in ("GradCAM", "ScoreCAM", "AblationCAM", "EigenCAM", "FullGrad", "ShapleyCAM"):
         assert name in subclasses
         assert getattr(pytorch_grad_cam, name).__name__ == name
+
+
+def test_importing_base_cam_alone_lists_every_method_as_a_subclass():
+    script = (
+        "from pytorch_grad_cam.base_cam import BaseCAM\n"
+        "print(' '.join(sorted(c.__name__ for c in BaseCAM.__subclasses__())))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [
+        "AblationCAM", "EigenCAM", "EigenGradCAM", "FEM", "FullGrad", "GradCAM",
+        "GradCAMElementWise", "GradCAMPlusPlus", "HiResCAM", "KPCA_CAM", "LayerCAM",
+        "RandomCAM", "ScoreCAM", "SegEigenCAM", "ShapleyCAM", "XGradCAM",
+    ]  # fmt: skip
+
+    class Mine(GradCAM):
+        pass
+
+    assert Mine in GradCAM.__subclasses__()  # a method's own subclasses, as type lists them
+    assert Mine not in BaseCAM.__subclasses__()
+
+
+def test_names_grad_cam_code_reaches_for():
+    from pytorch_grad_cam import finer_cam
+    from pytorch_grad_cam.metrics import road
+
+    assert finer_cam.DEFAULT_COMPARISON_CATEGORIES == (1, 2, 3)
+    diagonal, side = 1 / 12, 1 / 6
+    assert dict(road.neighbors_weights) == {
+        (dy, dx): diagonal if dy and dx else side
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+        if dy or dx
+    }
+
+
+def test_version_and_type_marker_come_from_pyproject():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pytorch_grad_cam.__version__ == pyproject["project"]["version"]
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["pytorch_grad_cam"]
+    assert (Path(pytorch_grad_cam.__file__).parent / "py.typed").is_file()
 
 
 def test_fullgrad_2021_target_layer_spelling_warns_that_layers_are_ignored():

@@ -61,6 +61,16 @@ def test_select_image_entries(outputs, expected):
         assert got == expected
 
 
+def test_a_list_as_long_as_the_batch_is_one_entry_per_image():
+    # per-image tensors whose first dimension happens to be the batch size
+    detections = [torch.full((2, 5), float(i)) for i in range(2)]
+    assert select_image(detections, 1, 2) is detections[1]
+    # a tuple of tensors stays a structure of batched tensors
+    first, second = select_image(tuple(detections), 1, 2)
+    torch.testing.assert_close(first, detections[0][1])
+    torch.testing.assert_close(second, detections[1][1])
+
+
 def test_select_image_of_result_objects_and_structures():
     results = [Result(i) for i in range(3)]
     assert select_image(results, 2, 3) is results[2]
