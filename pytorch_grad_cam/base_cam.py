@@ -257,7 +257,8 @@ class BaseCAM:
                 maps = self._augmented(input_tensor, targets, eigen_smooth, keep_graph)
             else:
                 maps = self._forward(input_tensor, targets, eigen_smooth, keep_graph)
-        return as_tensor(maps, input_tensor.device).float()
+        maps = as_tensor(maps, input_tensor.device).float()
+        return maps if keep_graph else maps.detach()  # (detach=False methods build a graph)
 
     def per_layer_maps(
         self,

@@ -57,17 +57,7 @@ def test_the_table_holds_every_cam_class():
     assert len(EVERY_CAM) == 20  # 19 exported, and the multi-layer AblationCAM
 
 
-KEEPS_A_GRAPH = pytest.mark.xfail(
-    reason="ShapleyCAM's maps keep their graph without keep_graph (shapley_cam/base_cam)",
-    strict=True,
-)
-
-
-@pytest.mark.parametrize(
-    "method",
-    [pytest.param(c, marks=KEEPS_A_GRAPH) if c.__name__ == "ShapleyCAM" else c for c in EVERY_CAM],
-    ids=method_name,
-)
+@pytest.mark.parametrize("method", EVERY_CAM, ids=method_name)
 def test_compute_returns_the_maps_of_call_as_a_tensor(method):
     model, x = conv_net(), batch()
     cam = make_cam(method, model)
