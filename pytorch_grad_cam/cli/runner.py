@@ -20,6 +20,7 @@ from pytorch_grad_cam.cli.models import (
     check_weights,
     class_names,
     input_size,
+    known_num_classes,
     layer_names,
     load_model,
     make_cam,
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> None:
     images = find_images(args.image_path)
     check_model_name(args.model)
     check_weights(args.model, args.weights)
+    num_classes = known_num_classes(args.model, args.weights)
+    if args.target_category and num_classes is not None:
+        pick_categories(args.target_category, [], num_classes)  # before the model loads
     single = len(images) == 1 and len(args.image_path) == 1
     if single and os.path.isfile(args.image_path[0]) and not glob.has_magic(args.image_path[0]):
         explain_image(args, out, cam_class, device, images[0])
