@@ -4,6 +4,7 @@ each image's own size, resuming, interruptions, and the demo's localisation goal
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -212,6 +213,35 @@ def test_output_problems_are_found_before_any_work(capsys, tmp_path, setup, frag
     target = out if out.exists() else tmp_path / "file" / "out"
     status, _, err = run(capsys, "--demo", "--num-images", "2", "--output-dir", str(target))
     assert status == 2 and fragment in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["/proc/grad-cam-out", "/sys/grad-cam-out"])
+def test_an_output_dir_that_cannot_be_created_is_found_before_any_work(capsys, where):
+    if not Path(where).parent.is_dir():
+        pytest.skip(f"no {Path(where).parent}")
+    status, _, err = run(capsys, "--demo", "--num-images", "2", "--output-dir", where)
+    assert status == 2 and "cannot be written" in err and len(err.strip().splitlines()) == 1
+    assert "circle" not in capsys.readouterr().out
+
+
+def test_the_writability_check_leaves_nothing_behind(capsys, tmp_path):
+    out = tmp_path / "a" / "b" / "out"
+    status, _, err = run(capsys, "--image-path", str(tmp_path), "--output-dir", str(out))
+    assert status == 2 and "no images" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_get_the_usual_permissions(capsys, tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        status, _, err = run(capsys, "--demo", "--num-images", "2", "--output-dir", str(tmp_path))
+    finally:
+        os.umask(previous)
+    assert status == 0, err
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) > 8
+    assert {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
 
 
 def test_writes_never_follow_a_symlink_out_of_the_output_dir(capsys, tmp_path):
