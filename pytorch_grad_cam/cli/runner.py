@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -13,7 +14,13 @@ import torch
 
 from pytorch_grad_cam.cli import demo
 from pytorch_grad_cam.cli.args import CliError
-from pytorch_grad_cam.cli.dataset import Explainer, ImageFile, find_images, run_dataset
+from pytorch_grad_cam.cli.dataset import (
+    Explainer,
+    ImageFile,
+    find_images,
+    latest_records,
+    run_dataset,
+)
 from pytorch_grad_cam.cli.models import (
     available_methods,
     check_model_name,
@@ -74,8 +81,8 @@ def _model_and_layers(args: argparse.Namespace, device: torch.device) -> tuple[A
     layers, reshape = None, None
     if args.method != "fullgrad":  # FullGrad uses every biased layer, not target layers
         layers, reshape = pick_target_layers(model, args.target_layer)
-    if args.weights.lower() == "none":
-        print(RANDOM_WEIGHTS_NOTE)
+    if args.weights.lower() == "none" and os.environ.get("RANK", "0") == "0":
+        print(RANDOM_WEIGHTS_NOTE)  # once, not once per torchrun process
     return model, layers, reshape
 
 
@@ -157,6 +164,8 @@ def explain_dataset(
     cam = make_cam(cam_class, model, layers, reshape, args.batch_size)
     explainer = Explainer(
         method=args.method,
+        model=args.model,
+        weights=weights_id(args.weights),
         explain=model_explainer(model, cam, args),
         probabilities=lambda logits: logits.softmax(dim=1),
         class_names=names,
@@ -170,9 +179,17 @@ def explain_dataset(
         summarise(records, out)
 
 
+def weights_id(weights: str) -> str:
+    """``--weights`` as the manifest records it: DEFAULT, none, or the file's absolute path."""
+    if weights.lower() in ("default", "none"):
+        return weights.upper() if weights.lower() == "default" else "none"
+    return str(Path(weights).resolve())
+
+
 def summarise(records: list[dict[str, Any]], out: OutputDir) -> None:
-    ok = sum(r.get("status") == "ok" for r in records)
-    errors = [r for r in records if r.get("status") != "ok"]
+    records = latest_records(records)
+    ok = sum(r["status"] == "ok" for r in records)
+    errors = [r for r in records if r["status"] != "ok"]
     print(f"{ok} maps in {out.path} (manifest.jsonl, index.html)")
     for record in errors[:10]:
         print(f"could not explain {record['image']}: {record['error']}")
