@@ -126,6 +126,22 @@ def test_help_shows_every_default_and_every_method():
     assert "(default: auto)" in text and "(default: 0)" in text
 
 
+def test_the_readmes_multi_node_commands_are_complete():
+    """A command said to be the same on every machine has no --node-rank; with fixed ranks,
+    each machine's command is shown."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**Several GPUs or machines**") :]
+    block = section[section.index("```bash") : section.index("```", section.index("```bash") + 3)]
+    code = "\n".join(line for line in block.splitlines() if not line.startswith("#"))
+    commands = [c.replace("\\\n", " ") for c in code.split("\ntorchrun")[1:]]
+    ranks = [re.search(r"--node-rank (\d+)", c) for c in commands]
+    nodes = [int(re.search(r"--nnodes (\d+)", c).group(1)) for c in commands if "--nnodes" in c]
+    assert nodes, "no multi-node example"
+    shown = sorted(int(r.group(1)) for r in ranks if r)
+    assert shown in ([], list(range(max(nodes)))), shown
+    assert any("--nnodes" in c and "--node-rank" not in c and "c10d" in c for c in commands)
+
+
 # ----------------------------------------------------------------------------- in process
 
 

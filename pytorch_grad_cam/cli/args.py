@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--overwrite",
         action="store_true",
-        help="recompute images already in the output directory's manifest",
+        help="recompute images the manifest already has for this method, model and weights "
+        "(only their lines are replaced)",
     )
     add("--no-progress", action="store_true", help="no progress bar")
     add(
