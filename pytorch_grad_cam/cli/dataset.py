@@ -303,7 +303,9 @@ def run_dataset(
         except CliError as error:
             plan = (str(error), [], "")
     failure, todo, label = _from_rank0(plan, world)
-    if failure:
+    if failure:  # every rank stops, with the same one line
+        if world > 1:
+            dist.destroy_process_group()
         raise CliError(failure)
     mine = [(i, images[i]) for i in todo][rank::world]
     part = Manifest(out, f"manifest.part{rank}.jsonl") if world > 1 else manifest
