@@ -321,8 +321,16 @@ def test_a_symlinked_manifest_is_refused(capsys, tmp_path, name):
     assert elsewhere.read_text() == "" and not (out / "maps").exists()
 
 
+BAD_MAP = json.dumps(
+    {"image": "x", "status": "ok", "method": "gradcam", "request": "top", "category": 1}
+    | {"score": 1.0, "probability": 0.5, "map": "elsewhere", "overlay": "o", "thumbnail": "t"}
+)
+
+
 @pytest.mark.parametrize(
-    "lines", ['{"image": "x"}\n', "null\n", "not json\n", "[1, 2]\n"], ids=repr
+    "lines",
+    ['{"image": "x"}\n', "null\n", "not json\n", "[1, 2]\n", BAD_MAP + "\n", "\xff\n"],
+    ids=repr,
 )
 def test_a_manifest_with_foreign_lines_is_a_one_line_error(capsys, tmp_path, lines):
     out = tmp_path / "out"

@@ -229,12 +229,14 @@ def is_record(record: Any) -> bool:
         return False
     if record.get("status") == "error":
         return True
-    numbers = (record.get(k) for k in ("category", "score", "probability"))
-    paths = (record.get(k) for k in ("map", "overlay", "thumbnail"))
+    numbers = (record.get(k) for k in ("score", "probability"))
+    paths = (record.get(k) for k in ("overlay", "thumbnail"))
     return (
         record.get("status") == "ok"
         and isinstance(record.get("request"), str)
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
+        and type(record.get("category")) is int
+        and all(type(v) in (int, float) for v in numbers)
+        and str(record.get("map")).startswith("maps/")
         and all(isinstance(v, str) for v in paths)
     )
 
