@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -109,6 +110,36 @@ def test_help_does_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_help_shows_every_default_and_every_method():
+    parser = cli_args.build_parser()
+    text = " ".join(parser.format_help().split())  # argparse wraps lines
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert action.help, action.option_strings
+            shown = " ".join(formatter._expand_help(action).split())
+            assert f"(default: {action.default})" in shown, action.option_strings
+    for method in cli_args.METHOD_NAMES:
+        assert re.search(rf"[ :,]{re.escape(method)}[,\s]", text + " "), method
+    assert "(default: auto)" in text and "(default: 0)" in text
+
+
+def test_the_readmes_multi_node_commands_are_complete():
+    """A command said to be the same on every machine has no --node-rank; with fixed ranks,
+    each machine's command is shown."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**Several GPUs or machines**") :]
+    block = section[section.index("```bash") : section.index("```", section.index("```bash") + 3)]
+    code = "\n".join(line for line in block.splitlines() if not line.startswith("#"))
+    commands = [c.replace("\\\n", " ") for c in code.split("\ntorchrun")[1:]]
+    ranks = [re.search(r"--node-rank (\d+)", c) for c in commands]
+    nodes = [int(re.search(r"--nnodes (\d+)", c).group(1)) for c in commands if "--nnodes" in c]
+    assert nodes, "no multi-node example"
+    shown = sorted(int(r.group(1)) for r in ranks if r)
+    assert shown in ([], list(range(max(nodes)))), shown
+    assert any("--nnodes" in c and "--node-rank" not in c and "c10d" in c for c in commands)
 
 
 # ----------------------------------------------------------------------------- in process
@@ -309,6 +340,44 @@ def test_bad_input_is_one_line_and_exit_2(capsys, image_path, tmp_path, argv, fr
     status, _, err = run_main(capsys, *argv, "--output-dir", str(tmp_path / "out"))
     assert_clean_error(status, err, *fragments)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unquoted_glob_expanded_by_the_shell_is_accepted():
+    args = cli.parse_args(["--image-path", "a.jpg", "b.jpg", "c.jpg", "--image-path", "d/"])
+    assert args.image_path == ["a.jpg", "b.jpg", "c.jpg", "d/"]
+    args = cli.parse_args(["--target-category", "1", "2", "--target-category", "3"])
+    assert args.target_category == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--target-category", "-1"], ["--target-category", "0 or more", "-1"]),
+        (["--demo", "--num-images", "99999999999"], ["--num-images", "at most 100000"]),
+    ],
+)
+def test_numbers_out_of_range_are_argument_errors(capsys, argv, fragments):
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(argv)
+    assert_clean_error(info.value.code, capsys.readouterr().err, *fragments)
+
+
+def test_a_category_out_of_range_is_found_before_the_model_loads(
+    capsys, monkeypatch, image_path, tmp_path
+):
+    def no_loading(name, weights):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(cli_runner, "load_model", no_loading)
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(Path(image_path).read_bytes())
+    for paths in ([image_path], [image_path, str(copy)]):
+        status, _, err = run_main(
+            capsys,
+            *("--image-path", *paths, "--model", "resnet18", "--weights", "none"),
+            *("--target-category", "1000", "--output-dir", str(tmp_path / "out")),
+        )
+        assert_clean_error(status, err, "--target-category 1000", "1000 classes")
 
 
 def test_unavailable_device_is_an_error(capsys, image_path):

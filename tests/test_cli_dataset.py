@@ -4,6 +4,7 @@ each image's own size, resuming, interruptions, and the demo's localisation goal
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -129,12 +130,14 @@ def test_reruns_skip_what_is_done_and_overwrite_recomputes(capsys, folder, tmp_p
     status, stdout, _ = run(capsys, *args)
     assert status == 0 and "3 of 4 images are already in manifest.jsonl" in stdout
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == stamp
-    # the unreadable image is retried; nothing else is added
-    assert [r["image"] for r in manifest(out)] == [r["image"] for r in first] + ["broken.jpg"]
+    # the unreadable image is retried, its error line replaced (and reported once)
+    ok = [r["image"] for r in first if r["status"] == "ok"]
+    assert [r["image"] for r in manifest(out)] == [*ok, "broken.jpg"]
+    assert stdout.count("could not explain broken.jpg") == 1
     write(folder / "new.png", (20, 30), 9)
     assert run(capsys, *args)[0] == 0
-    added = manifest(out)[len(first) + 1 :]
-    assert [r["image"] for r in added if r["status"] == "ok"] == ["new.png"]
+    added = manifest(out)[len(ok) :]
+    assert [r["image"] for r in added] == ["broken.jpg", "new.png"]
     assert run(capsys, *args, "--overwrite")[0] == 0
     assert sorted(r["image"] for r in manifest(out)) == sorted(
         ["a.png", "broken.jpg", "new.png", "sub/b.jpg", "sub/deep/c.png"]
@@ -157,8 +160,8 @@ def test_an_interrupted_run_leaves_no_half_written_file_and_resumes(
         return real(self, relative, data)
 
     monkeypatch.setattr(cli_dataset.OutputDir, "write_bytes", dying)
-    with pytest.raises(KeyboardInterrupt):
-        run(capsys, *args)
+    status, _, err = run(capsys, *args)  # Ctrl-C: one line, no traceback
+    assert status == 130 and err == "interrupted; rerun the same command to resume\n"
     monkeypatch.undo()
     with open(out / "manifest.jsonl", "ab") as handle:
         handle.write(b'{"image": "cut sh')  # as if killed while appending a line
@@ -214,6 +217,35 @@ def test_output_problems_are_found_before_any_work(capsys, tmp_path, setup, frag
     assert status == 2 and fragment in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("where", ["/proc/grad-cam-out", "/sys/grad-cam-out"])
+def test_an_output_dir_that_cannot_be_created_is_found_before_any_work(capsys, where):
+    if not Path(where).parent.is_dir():
+        pytest.skip(f"no {Path(where).parent}")
+    status, _, err = run(capsys, "--demo", "--num-images", "2", "--output-dir", where)
+    assert status == 2 and "cannot be written" in err and len(err.strip().splitlines()) == 1
+    assert "circle" not in capsys.readouterr().out
+
+
+def test_the_writability_check_leaves_nothing_behind(capsys, tmp_path):
+    out = tmp_path / "a" / "b" / "out"
+    status, _, err = run(capsys, "--image-path", str(tmp_path), "--output-dir", str(out))
+    assert status == 2 and "no images" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_get_the_usual_permissions(capsys, tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        status, _, err = run(capsys, "--demo", "--num-images", "2", "--output-dir", str(tmp_path))
+    finally:
+        os.umask(previous)
+    assert status == 0, err
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) > 8
+    assert {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
+
+
 def test_writes_never_follow_a_symlink_out_of_the_output_dir(capsys, tmp_path):
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
@@ -236,3 +268,100 @@ def test_progress_bar_on_stderr_and_silenced(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert main([*argv, "--output-dir", str(tmp_path / "b")]) == 0
     assert "3/3" not in capsys.readouterr().err
+
+
+def test_another_model_in_the_same_output_dir_is_computed_and_kept_apart(capsys, folder, tmp_path):
+    out = tmp_path / "out"
+    base = ["--image-path", str(folder), "--output-dir", str(out)]
+    resnet = ["--model", "resnet18", "--weights", "none", "--target-layer", "layer4.-1"]
+    assert run(capsys, *base, *MODEL)[0] == 0
+    first = manifest(out)
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    status, stdout, err = run(capsys, *base, *resnet)
+    assert status == 0 and "already in" not in stdout, err
+    records = manifest(out)
+    assert records[: len(first)] == first  # the first model's lines and files stay
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+    added = [r for r in records[len(first) :] if r["status"] == "ok"]
+    assert sorted(r["image"] for r in added) == ["a.png", "sub/b.jpg", "sub/deep/c.png"]
+    assert {(r["model"], r["weights"]) for r in added} == {("resnet18", "none")}
+    assert {r["target_layers"][0] for r in added} == {"layer4.1"}
+    assert all(r["map"].startswith("maps/gradcam@resnet18-random/") for r in added)
+    assert all((out / r["map"]).is_file() for r in records if r["status"] == "ok")
+    for argv in (MODEL, resnet):  # each model's rerun finds its own maps done
+        status, stdout, _ = run(capsys, *base, *argv)
+        assert status == 0 and "3 of 4 images are already" in stdout
+    assert len(manifest(out)) == len(records)
+    page = (out / "index.html").read_text()
+    assert page.count("gradcam@resnet18-random/") == 6 and page.count('"maps/gradcam/') == 0
+
+
+def test_overwrite_replaces_only_the_lines_it_recomputes(capsys, folder, tmp_path):
+    out = tmp_path / "out"
+    base = ["--image-path", str(folder), *MODEL, "--output-dir", str(out)]
+    assert run(capsys, *base)[0] == 0
+    assert run(capsys, *base, "--method", "eigencam")[0] == 0
+    eigencam = [r for r in manifest(out) if r["method"] == "eigencam"]
+    assert run(capsys, *base, "--overwrite")[0] == 0
+    records = manifest(out)
+    assert [r for r in records if r["method"] == "eigencam"] == eigencam
+    gradcam = sorted(r["image"] for r in records if r["method"] == "gradcam")
+    assert gradcam == ["a.png", "broken.jpg", "sub/b.jpg", "sub/deep/c.png"]
+    assert all((out / r["map"]).is_file() for r in records if r["status"] == "ok")
+
+
+@pytest.mark.parametrize("name", ["manifest.jsonl", "manifest.part0.jsonl"])
+def test_a_symlinked_manifest_is_refused(capsys, tmp_path, name):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere.jsonl"
+    out.mkdir()
+    elsewhere.write_text("")
+    (out / name).symlink_to(elsewhere)
+    status, _, err = run(capsys, "--demo", "--num-images", "2", "--output-dir", str(out))
+    assert status == 2 and "symlink" in err and len(err.strip().splitlines()) == 1
+    assert elsewhere.read_text() == "" and not (out / "maps").exists()
+
+
+BAD_MAP = json.dumps(
+    {"image": "x", "status": "ok", "method": "gradcam", "request": "top", "category": 1}
+    | {"score": 1.0, "probability": 0.5, "map": "elsewhere", "overlay": "o", "thumbnail": "t"}
+)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    ['{"image": "x"}\n', "null\n", "not json\n", "[1, 2]\n", BAD_MAP + "\n", "\xff\n"],
+    ids=repr,
+)
+def test_a_manifest_with_foreign_lines_is_a_one_line_error(capsys, tmp_path, lines):
+    out = tmp_path / "out"
+    assert run(capsys, "--demo", "--num-images", "2", "--output-dir", str(out))[0] == 0
+    path = out / "manifest.jsonl"
+    good = path.read_text().splitlines(keepends=True)
+    path.write_text(good[0] + lines + "".join(good[1:]))
+    before = path.read_bytes()
+    status, _, err = run(capsys, "--demo", "--num-images", "3", "--output-dir", str(out))
+    assert status == 2 and "line 2 is not a grad-cam record" in err
+    assert len(err.strip().splitlines()) == 1 and path.read_bytes() == before  # not truncated
+
+
+def test_a_directory_named_like_the_manifest_is_a_one_line_error(capsys, tmp_path):
+    (tmp_path / "manifest.jsonl").mkdir()
+    status, _, err = run(capsys, "--demo", "--num-images", "2", "--output-dir", str(tmp_path))
+    assert status == 2 and "is not a file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_under_torchrun_rank_0_labels_its_bar_and_notes_once(capsys, monkeypatch, folder, tmp_path):
+    """Rank 0 of 2 (the process group mocked): its bar says so; other ranks print no note."""
+    monkeypatch.setattr(cli_dataset, "_start_distributed", lambda device: (0, 2))
+    monkeypatch.setattr(cli_dataset, "_barrier", lambda world: None)
+    monkeypatch.setattr(cli_dataset, "_from_rank0", lambda value, world: value)
+    monkeypatch.setattr(cli_dataset.dist, "destroy_process_group", lambda: None)
+    argv = ["--image-path", str(folder), *MODEL, "--workers", "0", "--batch-size", "2"]
+    status = main([*argv, "--output-dir", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert "gradcam, rank 0 of 2: 100%" in captured.err and "2/2" in captured.err
+    assert "random weights" in captured.out
+    monkeypatch.setenv("RANK", "1")
+    status = main([*argv, "--output-dir", str(tmp_path / "rank1"), "--no-progress"])
+    assert status == 0 and "random weights" not in capsys.readouterr().out

@@ -13,6 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+import torch.distributed as dist
+
+from pytorch_grad_cam.cli import dataset as cli_dataset
+from pytorch_grad_cam.cli import models as cli_models
+from pytorch_grad_cam.cli.args import parse_args
 
 ARGS = ["--model", "mobilenet_v3_small", "--weights", "none", "--target-layer", "features.-1"]
 ARGS += ["--batch-size", "2", "--workers", "0", "--no-progress"]
@@ -69,4 +75,35 @@ def test_two_processes_write_what_one_process_writes(folder, tmp_path):
     # a rerun under torchrun finds everything done
     rerun = grad_cam("--image-path", str(folder), *ARGS, "--output-dir", str(two), processes=2)
     assert "5 of 6 images are already in manifest.jsonl" in rerun.stdout
-    assert [r["image"] for r in records(two)] == [r["image"] for r in b] + ["broken.png"]
+    assert rerun.stdout.count("random weights") == 1  # rank 0 only
+    explained = [r["image"] for r in b if r["status"] == "ok"]
+    assert [r["image"] for r in records(two)] == [*explained, "broken.png"]  # its line replaced
+
+
+def test_each_rank_takes_the_gpu_of_its_local_rank(monkeypatch):
+    """With CUDA (mocked): --device auto/cuda is cuda:LOCAL_RANK, the rank is bound to it
+    (torch.cuda.set_device) and NCCL is told the device; on the CPU gloo, nothing bound."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    for argv in (["--device", "auto"], ["--device", "cuda"], ["--use-cuda"]):
+        assert cli_models.pick_device(parse_args(["--demo", *argv])) == torch.device("cuda", 3)
+    assert cli_models.pick_device(parse_args(["--demo", "--device", "cpu"])).type == "cpu"
+
+    calls: list[tuple] = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+
+    def init_process_group(backend: str, device_id: torch.device | None = None) -> None:
+        calls.append(("init", backend, device_id))
+
+    monkeypatch.setattr(dist, "init_process_group", init_process_group)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("bind", device)))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    cuda = torch.device("cuda", 3)
+    assert cli_dataset._start_distributed(cuda) == (1, 2)
+    assert calls == [("bind", cuda), ("init", "nccl", cuda)]
+    calls.clear()
+    assert cli_dataset._start_distributed(torch.device("cpu")) == (1, 2)
+    assert calls == [("init", "gloo", None)]

@@ -15,7 +15,8 @@ __all__ = ["CliError", "main", "parse_args"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for a user error, on one line)."""
+    """Run the command line; returns the exit status (2 for a user error, on one line; 130
+    after Ctrl-C)."""
     try:
         args = parse_args(argv)
     except SystemExit as exit:  # --help, or an argument error (already printed)
@@ -27,4 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every file written so far is whole: a rerun resumes
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0

@@ -34,6 +34,7 @@ EXAMPLE_MODELS = (
     "convnext_tiny, regnet_y_400mf, vit_b_16, swin_t"
 )
 OFFLINE_ENV = "PYTORCH_GRAD_CAM_OFFLINE"
+MAX_DEMO_IMAGES = 100_000  # --num-images: generated images are written to --output-dir
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 EPILOG = f"""\
@@ -79,6 +80,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def demo_image_count(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_DEMO_IMAGES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DEMO_IMAGES}; got {value}")
+    return value
+
+
 def seed(text: str) -> int:
     value = int(text)
     if not 0 <= value < 2**32:
@@ -103,10 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add(
         "--image-path",
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="PATH",
-        help="image file, directory (searched recursively) or glob; repeatable. More than "
-        "one image is a dataset run",
+        help="image files, directories (searched recursively) or globs; repeatable, and an "
+        "unquoted glob the shell expanded works too. More than one image is a dataset run",
     )
     add(
         "--method",
@@ -116,10 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--target-category",
-        type=int,
-        action="append",
+        type=non_negative_int,
+        action="extend",
+        nargs="+",
         metavar="N",
-        help="class index to explain (repeatable); default: each image's top class",
+        help="class indices to explain (repeatable); default: each image's top class",
     )
     add(
         "--model",
@@ -139,7 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="layer to explain, e.g. layer4.-1 (repeatable), or auto; default: layer4.-1 "
         "for ResNets, auto otherwise (auto also picks the transform ViT/Swin layers need)",
     )
-    add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    add(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "mps"],
+        help="where the model runs; auto prefers CUDA, then MPS, then the CPU "
+        "(default: %(default)s)",
+    )
     add("--use-cuda", action="store_true", help="deprecated: same as --device cuda")
     add(
         "--aug-smooth",
@@ -178,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--overwrite",
         action="store_true",
-        help="recompute images already in the output directory's manifest",
+        help="recompute images the manifest already has for this method, model and weights "
+        "(only their lines are replaced)",
     )
     add("--no-progress", action="store_true", help="no progress bar")
     add(
@@ -190,12 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--num-images",
-        type=positive_int,
+        type=demo_image_count,
         default=None,
         metavar="N",
-        help="with --demo: explain N generated images as a dataset run",
+        help=f"with --demo: explain N generated images as a dataset run (at most "
+        f"{MAX_DEMO_IMAGES})",
     )
-    add("--seed", type=seed, default=0, help="seed of --demo images and random weights")
+    add(
+        "--seed",
+        type=seed,
+        default=0,
+        help="seed of --demo images and random weights (default: %(default)s)",
+    )
     return parser
 
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
+import inspect
 import io
 import json
 import os
+import re
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -136,6 +139,8 @@ class Explainer:
     """What a dataset run needs from the model side."""
 
     method: str
+    model: str  # the model's name, and its weights (DEFAULT, none, a file's absolute path):
+    weights: str  # with the method, what a manifest line was computed with
     explain: Callable[[torch.Tensor, list[int] | None], tuple[np.ndarray, torch.Tensor]]
     # -> (maps (B, S, S) in [0, 1], the model's outputs (B, classes)) for the given classes,
     #    or each image's top class when None
@@ -148,37 +153,58 @@ class Explainer:
 
 
 class Manifest:
-    """``manifest.jsonl``: one JSON object per line, appended whole (one write per line, fsync
-    per batch); a line cut short by an interruption is dropped when the file is opened."""
+    """A manifest file of the output directory (``manifest.jsonl``, or a rank's part): one
+    JSON object per line, appended whole (one write per line, fsync per batch); a last line
+    cut short by an interruption is dropped when the file is opened. A symlink, something
+    that is not a file, or a line that is not a record of this command is a user error."""
 
-    def __init__(self, path: Path, overwrite: bool = False) -> None:
-        self.path = path
+    def __init__(self, out: OutputDir, name: str) -> None:
+        self.out = out
+        self.name = name
+        self.path = out.path / name
         self.records: list[dict[str, Any]] = []
-        if path.exists() and overwrite:
-            path.unlink()
-        if path.exists():
+        if self.path.is_symlink():
+            raise CliError(f"refusing to use {self.path}: it is a symlink")
+        if self.path.exists() and not self.path.is_file():
+            raise CliError(f"{self.path} is not a file; move it away or pick another --output-dir")
+        if self.path.exists():
             self.records = self._read_and_repair()
 
     def _read_and_repair(self) -> list[dict[str, Any]]:
-        data = self.path.read_bytes()
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read()
         records, good = [], 0
-        for line in data.splitlines(keepends=True):
+        for number, line in enumerate(data.splitlines(keepends=True), start=1):
             if not line.endswith(b"\n"):
-                break
+                break  # the last line, cut short
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+                record = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = None
+            if not is_record(record):
+                raise CliError(
+                    f"{self.path} line {number} is not a grad-cam record; move the file away "
+                    "or pick another --output-dir"
+                )
+            records.append(record)
             good += len(line)
         if good != len(data):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(good)
+            fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                os.ftruncate(fd, good)
+            finally:
+                os.close(fd)
         return records
 
     def append(self, records: Sequence[dict[str, Any]]) -> None:
         if not records:
             return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+        try:
+            fd = os.open(self.out.target(self.name), flags, 0o666)
+        except OSError as error:  # a symlink put there during the run
+            raise CliError(f"cannot append to {self.path}: {error.strerror}") from error
         try:
             for record in records:
                 os.write(fd, (json.dumps(record) + "\n").encode("utf-8"))
@@ -187,9 +213,65 @@ class Manifest:
             os.close(fd)
         self.records += records
 
+    def drop(self, unwanted: Callable[[dict[str, Any]], bool]) -> None:
+        """Rewrite the file (atomically) without the ``unwanted`` records."""
+        kept = [r for r in self.records if not unwanted(r)]
+        if len(kept) != len(self.records):
+            self.out.write_text(self.name, "".join(json.dumps(r) + "\n" for r in kept))
+            self.records = kept
 
-def done_keys(records: Sequence[dict[str, Any]]) -> set[tuple[str, str, str]]:
-    return {(r["image"], r["request"], r["method"]) for r in records if r.get("status") == "ok"}
+
+def is_record(record: Any) -> bool:
+    """A manifest line this command wrote (what resuming and the gallery rely on)."""
+    if not isinstance(record, dict):
+        return False
+    if not isinstance(record.get("image"), str) or not isinstance(record.get("method"), str):
+        return False
+    if record.get("status") == "error":
+        return True
+    numbers = (record.get(k) for k in ("score", "probability"))
+    paths = (record.get(k) for k in ("overlay", "thumbnail"))
+    return (
+        record.get("status") == "ok"
+        and isinstance(record.get("request"), str)
+        and type(record.get("category")) is int
+        and all(type(v) in (int, float) for v in numbers)
+        and str(record.get("map")).startswith("maps/")
+        and all(isinstance(v, str) for v in paths)
+    )
+
+
+def identity(record: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """What a record was computed with: (method, model, weights)."""
+    return record.get("method"), record.get("model"), record.get("weights")
+
+
+def done_keys(records: Sequence[dict[str, Any]], run: tuple[str, str, str]) -> set[tuple[str, str]]:
+    """(image, request) of the records computed as ``run`` = (method, model, weights)."""
+    return {
+        (r["image"], r["request"]) for r in records if r["status"] == "ok" and identity(r) == run
+    }
+
+
+def output_label(records: Sequence[dict[str, Any]], explainer: Explainer) -> str:
+    """The folder of the run's files under ``maps/``, ``overlays/`` and ``thumbs/``: the
+    method's name, or ``<method>@<model>`` when that folder already holds the maps of another
+    model or other weights (which stay, with their manifest lines)."""
+    run = (explainer.method, explainer.model, explainer.weights)
+    taken = {r["map"].split("/")[1] for r in records if r["status"] == "ok" and identity(r) != run}
+    if explainer.method not in taken:
+        return explainer.method
+    return f"{explainer.method}@{_variant(explainer.model, explainer.weights)}"
+
+
+def _variant(model: str, weights: str) -> str:
+    if weights in ("DEFAULT", "bundled"):
+        return model
+    if weights == "none":
+        return f"{model}-random"
+    digest = hashlib.sha1(weights.encode("utf-8")).hexdigest()[:8]
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(weights).stem)
+    return f"{model}-{stem}-{digest}"
 
 
 def run_dataset(
@@ -202,8 +284,7 @@ def run_dataset(
 ) -> list[dict[str, Any]]:
     """Explain ``images``; returns every manifest record of the output directory."""
     rank, world = _start_distributed(device)
-    root = out.create()
-    manifest_path = root / MANIFEST
+    out.create()
     requests = [str(c) for c in args.target_category] if args.target_category else ["top"]
     order = {image.name: i for i, image in enumerate(images)}
 
@@ -212,22 +293,25 @@ def run_dataset(
         rank_of_request = requests.index(request) if request in requests else -1
         return order.get(record["image"], -1), rank_of_request
 
+    # Rank 0 reads and tidies the output directory, then tells the others what to do.
+    manifest: Manifest | None = None
+    plan: tuple[str, list[int], str] = ("", [], "")  # (error, images to do, output label)
     if rank == 0:
-        for stale in root.glob("**/.*.tmp"):  # an interrupted write (never a finished file)
-            stale.unlink()
-        manifest = Manifest(manifest_path, overwrite=args.overwrite)
-        _merge_parts(root, manifest, position)  # what the ranks of an interrupted run wrote
-    _barrier(world)
-    done = done_keys(Manifest(manifest_path).records)
-    todo = [
-        (i, image)
-        for i, image in enumerate(images)
-        if not all((image.name, r, explainer.method) in done for r in requests)
-    ]
-    mine = todo[rank::world]
-    part = Manifest(root / f"manifest.part{rank}.jsonl") if world > 1 else Manifest(manifest_path)
-    if rank == 0 and len(todo) < len(images):
-        print(f"{len(images) - len(todo)} of {len(images)} images are already in {MANIFEST}")
+        try:
+            manifest = Manifest(out, MANIFEST)
+            _merge_parts(out, manifest, position)  # what the ranks of an interrupted run wrote
+            todo, label = _prepare(manifest, images, requests, explainer, args.overwrite)
+            plan = ("", todo, label)
+        except CliError as error:
+            plan = (str(error), [], "")
+    failure, todo, label = _from_rank0(plan, world)
+    if failure:  # every rank stops, with the same one line
+        if world > 1:
+            dist.destroy_process_group()
+        raise CliError(failure)
+    mine = [(i, images[i]) for i in todo][rank::world]
+    part = Manifest(out, f"manifest.part{rank}.jsonl") if world > 1 else manifest
+    assert part is not None
     dataset = ImageDataset(
         [image for _, image in mine], explainer.size, explainer.mean, explainer.std
     )
@@ -245,10 +329,12 @@ def run_dataset(
     # cores; one OpenCV thread (set before the decoding workers fork, so they inherit it).
     opencv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
-    write = partial(_write_one, out, explainer, args.save_maps)
+    write = partial(_write_one, out, explainer, label, args.save_maps)
+    # Under torchrun the bar is rank 0's: its share of the images, and labelled so.
+    desc = explainer.method if world == 1 else f"{explainer.method}, rank 0 of {world}"
     bar_options = {"unit": "image", "disable": not show, "file": sys.stderr}
     try:
-        with tqdm(total=len(mine), desc=explainer.method, **bar_options) as bar:
+        with tqdm(total=len(mine), desc=desc, **bar_options) as bar:
             for batch in _explain_batches(loader, mine, requests, explainer, write, device):
                 part.append(sorted(batch, key=position))
                 bar.update(len({r["image"] for r in batch}))
@@ -256,15 +342,46 @@ def run_dataset(
         cv2.setNumThreads(opencv_threads)
     _barrier(world)
     records: list[dict[str, Any]] = []
-    if rank == 0:
-        manifest = Manifest(manifest_path)
-        _merge_parts(root, manifest, position)
+    if manifest is not None:
+        _merge_parts(out, manifest, position)
         records = manifest.records
-        out.write_text("index.html", gallery_html(title, _latest(records)))
+        out.write_text("index.html", gallery_html(title, latest_records(records)))
     _barrier(world)
     if world > 1:
         dist.destroy_process_group()
     return records
+
+
+def _prepare(
+    manifest: Manifest,
+    images: Sequence[ImageFile],
+    requests: list[str],
+    explainer: Explainer,
+    overwrite: bool,
+) -> tuple[list[int], str]:
+    """The indices of the images to compute (all with ``--overwrite``, else those not done
+    for every request by this method, model and weights), after dropping the manifest lines
+    they replace: theirs for these requests, and their errors. Then the output label."""
+    for stale in manifest.out.path.glob("**/.*.tmp"):  # an interrupted write, never a file
+        stale.unlink()
+    run = (explainer.method, explainer.model, explainer.weights)
+    done = done_keys(manifest.records, run)
+    todo = [
+        i
+        for i, image in enumerate(images)
+        if overwrite or not all((image.name, r) in done for r in requests)
+    ]
+    redone = {images[i].name for i in todo}
+    manifest.drop(
+        lambda r: (
+            r["image"] in redone
+            and identity(r) == run
+            and (r["status"] == "error" or r.get("request") in requests)
+        )
+    )
+    if len(todo) < len(images):
+        print(f"{len(images) - len(todo)} of {len(images)} images are already in {MANIFEST}")
+    return todo, output_label(manifest.records, explainer)
 
 
 def _explain_batches(
@@ -309,13 +426,10 @@ def _explain_batches(
             yield [job.result() for job in pending.popleft()]
 
 
-def _stem(image: ImageFile, method: str, category: int) -> str:
-    return f"{method}/{image.stem}.{category}"
-
-
 def _write_one(
     out: OutputDir,
     explainer: Explainer,
+    label: str,
     save_maps: str,
     image: ImageFile,
     small_map: np.ndarray,
@@ -325,7 +439,7 @@ def _write_one(
     """Write one image's map, overlay and thumbnail (at the image's own size)."""
     height, width = rgb.shape[:2]
     cam = np.clip(cv2.resize(small_map, (width, height), interpolation=cv2.INTER_LINEAR), 0, 1)
-    stem = _stem(image, explainer.method, info["category"])
+    stem = f"{label}/{image.stem}.{info['category']}"
     if save_maps == "npy":
         buffer = io.BytesIO()
         np.save(buffer, cam.astype(np.float32))
@@ -352,6 +466,8 @@ def _write_one(
         **info,
         "category_name": names[c] if names is not None and c < len(names) else None,
         "method": explainer.method,
+        "model": explainer.model,
+        "weights": explainer.weights,
         "target_layers": explainer.target_layers,
         "width": width,
         "height": height,
@@ -362,7 +478,14 @@ def _write_one(
 
 
 def _error_record(image: ImageFile, explainer: Explainer, error: str) -> dict[str, Any]:
-    return {"image": image.name, "status": "error", "error": error, "method": explainer.method}
+    return {
+        "image": image.name,
+        "status": "error",
+        "error": error,
+        "method": explainer.method,
+        "model": explainer.model,
+        "weights": explainer.weights,
+    }
 
 
 def _encode(suffix: str, image: np.ndarray) -> bytes:
@@ -372,25 +495,42 @@ def _encode(suffix: str, image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def _latest(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per (image, class, method): the last one written."""
+def latest_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (image, class, method, model, weights): the last one written; an
+    error only where that image has no map of the method, model and weights."""
     latest: dict[tuple, dict[str, Any]] = {}
     for r in records:
-        key = (r["image"], r.get("category"), r["method"], r.get("status"))
-        latest[key] = r
-    ok = {(k[0], k[2]) for k in latest if k[3] == "ok"}
-    return [r for k, r in latest.items() if k[3] == "ok" or (k[0], k[2]) not in ok]
+        latest[(r["image"], identity(r), r.get("category"), r["status"])] = r
+    explained = {key[:2] for key in latest if key[3] == "ok"}
+    return [r for key, r in latest.items() if key[3] == "ok" or key[:2] not in explained]
 
 
 # --------------------------------------------------------------------- several processes
 def _start_distributed(device: torch.device) -> tuple[int, int]:
-    """(rank, world size); joins torchrun's process group when there is one."""
+    """(rank, world size); joins torchrun's process group when there is one: NCCL with
+    each rank bound to its own GPU (``device``, from ``LOCAL_RANK``), gloo on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world == 1:
         return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # the collectives' device is the model's
+            options: dict[str, Any] = {}
+            if "device_id" in inspect.signature(dist.init_process_group).parameters:
+                options["device_id"] = device  # torch >= 2.3: bound at once, no guessing
+            dist.init_process_group(backend="nccl", **options)
+        else:
+            dist.init_process_group(backend="gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def _from_rank0(value: Any, world: int) -> Any:
+    """``value`` as rank 0 has it, on every rank."""
+    if world == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _barrier(world: int) -> None:
@@ -398,11 +538,10 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def _merge_parts(root: Path, manifest: Manifest, position: Callable[[dict], Any]) -> None:
+def _merge_parts(out: OutputDir, manifest: Manifest, position: Callable[[dict], Any]) -> None:
     """Move the ranks' ``manifest.part<rank>.jsonl`` lines into the manifest, in the order
     one process would have written them."""
-    parts = sorted(root.glob("manifest.part*.jsonl"))
-    records = [r for part in parts for r in Manifest(part).records]
-    manifest.append(sorted(records, key=position))
+    parts = [Manifest(out, p.name) for p in sorted(out.path.glob("manifest.part*.jsonl"))]
+    manifest.append(sorted([r for part in parts for r in part.records], key=position))
     for part in parts:
-        part.unlink()
+        part.path.unlink()

@@ -85,6 +85,8 @@ def explain_generated_images(
         args.target_category = [0, 1]
     explainer = Explainer(
         method=args.method,
+        model="demo",
+        weights="bundled",
         explain=model_explainer(model, cam, args),
         probabilities=torch.sigmoid,  # multi-label: each logit says "this shape is present"
         class_names=DEMO_CLASSES,

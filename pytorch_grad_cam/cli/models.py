@@ -78,6 +78,15 @@ def class_names(name: str) -> list[str] | None:
     return None if weights is None else weights.meta.get("categories")
 
 
+def known_num_classes(name: str, weights: str) -> int | None:
+    """The model's number of outputs when it is known without loading it: the torchvision
+    default (its pretrained weights' classes) with ``--weights DEFAULT`` or ``none``."""
+    if weights.lower() not in ("none", "default"):
+        return None  # a state_dict file: its head decides
+    names = class_names(name)
+    return None if names is None else len(names)
+
+
 def check_model_name(name: str) -> None:
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise CliError(

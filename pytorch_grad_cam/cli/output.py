@@ -32,8 +32,33 @@ class OutputDir:
         if probe.exists() and not probe.is_dir():
             what = "" if probe == self.path else f" ({probe} is a file)"
             raise CliError(f"--output-dir {str(self.path)!r} is not a directory{what}")
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise CliError(f"--output-dir {str(self.path)!r}: {probe} is not writable")
+        self._try_writing()
+        self.mode = 0o666 & ~_umask()  # of the files written, as open() would make them
+
+    def _try_writing(self) -> None:
+        """Create the directory and a file in it, then remove what was created: permissions
+        (``os.access`` says yes to root), read-only file systems and /proc all fail here."""
+        missing = []
+        directory = self.path
+        while not directory.exists() and not directory.is_symlink():
+            missing.append(directory)
+            directory = directory.parent
+        created: list[Path] = []
+        try:
+            for directory in reversed(missing):
+                directory.mkdir()
+                created.append(directory)
+            fd, probe = tempfile.mkstemp(dir=self.path, prefix=".grad-cam-probe.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise CliError(
+                f"--output-dir {str(self.path)!r} cannot be written: {reason}"
+            ) from error
+        finally:
+            for directory in reversed(created):
+                directory.rmdir()
 
     def create(self) -> Path:
         try:
@@ -67,6 +92,7 @@ class OutputDir:
         target = self.target(relative)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, self.mode)  # mkstemp makes 0600 files
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -87,6 +113,12 @@ class OutputDir:
         if not ok:
             raise CliError(f"could not encode {relative}")
         return self.write_bytes(relative, data.tobytes())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -13,13 +14,20 @@ import torch
 
 from pytorch_grad_cam.cli import demo
 from pytorch_grad_cam.cli.args import CliError
-from pytorch_grad_cam.cli.dataset import Explainer, ImageFile, find_images, run_dataset
+from pytorch_grad_cam.cli.dataset import (
+    Explainer,
+    ImageFile,
+    find_images,
+    latest_records,
+    run_dataset,
+)
 from pytorch_grad_cam.cli.models import (
     available_methods,
     check_model_name,
     check_weights,
     class_names,
     input_size,
+    known_num_classes,
     layer_names,
     load_model,
     make_cam,
@@ -58,6 +66,9 @@ def run(args: argparse.Namespace) -> None:
     images = find_images(args.image_path)
     check_model_name(args.model)
     check_weights(args.model, args.weights)
+    num_classes = known_num_classes(args.model, args.weights)
+    if args.target_category and num_classes is not None:
+        pick_categories(args.target_category, [], num_classes)  # before the model loads
     single = len(images) == 1 and len(args.image_path) == 1
     if single and os.path.isfile(args.image_path[0]) and not glob.has_magic(args.image_path[0]):
         explain_image(args, out, cam_class, device, images[0])
@@ -70,8 +81,8 @@ def _model_and_layers(args: argparse.Namespace, device: torch.device) -> tuple[A
     layers, reshape = None, None
     if args.method != "fullgrad":  # FullGrad uses every biased layer, not target layers
         layers, reshape = pick_target_layers(model, args.target_layer)
-    if args.weights.lower() == "none":
-        print(RANDOM_WEIGHTS_NOTE)
+    if args.weights.lower() == "none" and os.environ.get("RANK", "0") == "0":
+        print(RANDOM_WEIGHTS_NOTE)  # once, not once per torchrun process
     return model, layers, reshape
 
 
@@ -153,6 +164,8 @@ def explain_dataset(
     cam = make_cam(cam_class, model, layers, reshape, args.batch_size)
     explainer = Explainer(
         method=args.method,
+        model=args.model,
+        weights=weights_id(args.weights),
         explain=model_explainer(model, cam, args),
         probabilities=lambda logits: logits.softmax(dim=1),
         class_names=names,
@@ -166,9 +179,17 @@ def explain_dataset(
         summarise(records, out)
 
 
+def weights_id(weights: str) -> str:
+    """``--weights`` as the manifest records it: DEFAULT, none, or the file's absolute path."""
+    if weights.lower() in ("default", "none"):
+        return weights.upper() if weights.lower() == "default" else "none"
+    return str(Path(weights).resolve())
+
+
 def summarise(records: list[dict[str, Any]], out: OutputDir) -> None:
-    ok = sum(r.get("status") == "ok" for r in records)
-    errors = [r for r in records if r.get("status") != "ok"]
+    records = latest_records(records)
+    ok = sum(r["status"] == "ok" for r in records)
+    errors = [r for r in records if r["status"] != "ok"]
     print(f"{ok} maps in {out.path} (manifest.jsonl, index.html)")
     for record in errors[:10]:
         print(f"could not explain {record['image']}: {record['error']}")
