@@ -118,15 +118,18 @@ def check_maps(
         health.add("output peak", -1, per_image("peak", maps))
     flags = health.read()
     _raise_non_finite(cam, health, flags)
-    # images whose empty map a warning has explained already (a 1x1 layer: every image)
-    told = [any(kind == "single position" for kind, _ in flags)] * health.batch
+    # per layer, the images whose empty map a warning has explained already (a 1x1 layer:
+    # every image; a zero gradient: those images)
+    layers = range(len(cam.target_layers))
+    explained = {i: [("single position", i) in flags] * health.batch for i in layers}
     if cam.require_every_layer:
-        for i in range(len(cam.target_layers)):
+        for i in layers:
             reached = flags.get(("gradient", i), flags.get(("raw gradient", i)))
             if reached is not None and not all(reached):
                 zero = [not r for r in reached]
                 _warn_zero_gradient(cam, health, i, zero, flags.get(("raw gradient", i)))
-                told = [t or z for t, z in zip(told, zero)]
+                explained[i] = [e or z for e, z in zip(explained[i], zero)]
+    told = [all(explained[i][b] for i in layers) for b in range(health.batch)]
     dim_output = normalised_output and _warn_dim_output(state, flags, told)
     if not dim_output and normalised_layers:
         _warn_vanishing_layers(cam, state, flags)

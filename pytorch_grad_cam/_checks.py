@@ -65,8 +65,9 @@ def describe_images(bad: Iterable[bool]) -> str:
     """'image 3' / 'images 0, 2 and 5' for the True entries of a per-image flag list."""
     flags = list(bad)
     indices = [i for i, b in enumerate(flags) if b]
-    listed = ", ".join(str(i) for i in indices[:_MAX_LISTED])
-    if len(indices) > _MAX_LISTED:
+    shown = indices if _WARNING_SINK.get() is not None else indices[:_MAX_LISTED]
+    listed = ", ".join(str(i) for i in shown)  # (all of them for a method collecting them)
+    if len(shown) < len(indices):
         listed += f", ... ({len(indices)} of {len(flags)})"
     return f"image {listed}" if len(indices) == 1 else f"images {listed}"
 

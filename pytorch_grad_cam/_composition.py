@@ -15,7 +15,7 @@ from pytorch_grad_cam._targets import Target
 from pytorch_grad_cam.base_cam import BaseCAM
 
 # what ``describe_images`` writes: "image 3", "images 0, 2, 5", "images 0, ..., 7, ... (9 of 12)"
-IMAGES = re.compile(r"\bimages? (\d+(?:, \d+)*)(, \.\.\. \(\d+ of \d+\))?")
+IMAGES = re.compile(r"\bimages? (\d+(?:, \d+)*)")  # (never cut short while collected)
 TARGET_INDEX = re.compile(r"\btargets\[(\d+)\]")
 LAYER_INDEX = re.compile(r"\btarget_layers\[(\d+)\]")
 NUMBER = re.compile(r"\d[\d.e+-]*")
@@ -150,7 +150,7 @@ class MessageRelay:
         self.outer = outer
         self.batch = batch
         self.prefix = prefix
-        self.pending: dict[tuple[type[Warning], str], tuple[str, set[int]]] = {}
+        self.pending: dict[tuple[Any, ...], tuple[str, set[int]]] = {}
 
     @contextmanager
     def part(self, images: Sequence[int] | None = None, layer: int | None = None) -> Iterator[None]:
@@ -167,16 +167,17 @@ class MessageRelay:
                     IndexError,
                 ):
                     raise
-                raise type(error)(text).with_traceback(error.__traceback__) from None
+                raise type(error)(text).with_traceback(error.__traceback__) from error.__cause__
         for message, category in caught:
             text, found = self._told(message, images, layer)
-            key = (category, NUMBER.sub("#", text))
+            # merged when they differ only in numbers (peaks, counts), never across layers
+            key = (category, NUMBER.sub("#", text), tuple(LAYER_INDEX.findall(text)))
             _, known = self.pending.setdefault(key, (text, set()))
             known |= found
 
     def emit(self) -> None:
         """Issue the warnings kept, once each."""
-        for (category, _), (text, found) in self.pending.items():
+        for (category, *_), (text, found) in self.pending.items():
             warn(text.replace(PLACEHOLDER, self._describe(found)), category)
         self.pending.clear()
 
@@ -195,8 +196,6 @@ class MessageRelay:
         def caller_images(match: re.Match) -> str:
             listed = [int(i) for i in match.group(1).split(", ")]
             found.update(images[i] for i in listed if i < len(images))
-            if match.group(2):  # a truncated list: the unlisted ones come after the last
-                found.update(images[listed[-1] :])
             return PLACEHOLDER
 
         text = IMAGES.sub(caller_images, text)

@@ -686,6 +686,19 @@ def test_a_1x1_layer_warns_once_for_its_all_zero_maps():
     assert [str(w.message)[:30] for w in record] == ["target_layers[0] (AdaptiveAvgP"]
 
 
+def test_a_1x1_layer_does_not_hide_another_layers_all_zero_maps():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    ).eval()
+    with pytest.warns(RuntimeWarning) as record:  # zero input: the ReLU's maps are all zero
+        got = EigenCAM(model, [model[1], model[2]])(torch.zeros(2, 3, 12, 12), [1])
+    assert got.max() == 0
+    messages = [str(w.message) for w in record]
+    assert messages[0].startswith("target_layers[1] (AdaptiveAvgPool2d")
+    assert any("are all zero" in m and "activations are all zero" in m for m in messages[1:])
+
+
 def test_aug_smooth_warnings_name_the_callers_images():
     model = saturated_probe_net()
     x = torch.rand(2, 3, 9, 12, generator=torch.Generator().manual_seed(0))

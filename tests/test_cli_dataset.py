@@ -233,6 +233,16 @@ def test_the_writability_check_leaves_nothing_behind(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_under_torchrun_the_writability_check_keeps_the_directory(tmp_path, monkeypatch):
+    from pytorch_grad_cam.cli.output import OutputDir
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # another rank may be probing it at the same time
+    out = tmp_path / "a" / "out"
+    OutputDir(out)
+    assert out.is_dir() and list(out.iterdir()) == []
+    OutputDir(out)  # the same check again (the other rank) finds it and passes
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_written_files_get_the_usual_permissions(capsys, tmp_path, umask):
     previous = os.umask(umask)
@@ -365,3 +375,25 @@ def test_under_torchrun_rank_0_labels_its_bar_and_notes_once(capsys, monkeypatch
     monkeypatch.setenv("RANK", "1")
     status = main([*argv, "--output-dir", str(tmp_path / "rank1"), "--no-progress"])
     assert status == 0 and "random weights" not in capsys.readouterr().out
+
+
+def test_under_torchrun_any_failure_of_rank_0_is_sent_to_every_rank(monkeypatch, folder, tmp_path):
+    """A failure of rank 0 while it prepares the run (here a full disk) is broadcast, so the
+    other ranks stop with it instead of waiting for a plan (the process group mocked)."""
+    sent = []
+
+    def from_rank0(value, world):
+        sent.append(value)
+        return value
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli_dataset, "_start_distributed", lambda device: (0, 2))
+    monkeypatch.setattr(cli_dataset, "_from_rank0", from_rank0)
+    monkeypatch.setattr(cli_dataset.dist, "destroy_process_group", lambda: None)
+    monkeypatch.setattr(cli_dataset, "_merge_parts", disk_full)
+    argv = ["--image-path", str(folder), *MODEL, "--workers", "0", "--no-progress"]
+    with pytest.raises(RuntimeError, match="rank 0 failed: OSError: .*No space left on device"):
+        main([*argv, "--output-dir", str(tmp_path / "out")])
+    assert len(sent) == 1 and "No space left on device" in sent[0][0]

@@ -245,3 +245,40 @@ def test_collected_warnings_stay_in_their_thread():
         thread.join()
     assert collected == [("collected", RuntimeWarning)]
     assert seen == ["from the other thread"]
+
+
+def test_relay_keeps_the_warnings_of_different_layers_apart():
+    relay = MessageRelay("GradCAM", "RefineCAM", batch=2)
+    for layer, peak in ((0, 0.1), (1, 0.2)):
+        with relay.part([0, 1], layer=layer):  # each inner CAM has one layer: its [0]
+            warn(f"target_layers[0] of GradCAM: the maps of image 1 peak at {peak}")
+    with pytest.warns(RuntimeWarning) as caught:
+        relay.emit()
+    assert sorted(str(w.message) for w in caught) == [
+        "target_layers[0] of RefineCAM: the maps of image 1 peak at 0.1",
+        "target_layers[1] of RefineCAM: the maps of image 1 peak at 0.2",
+    ]
+
+
+def test_image_lists_are_never_cut_short_for_a_relay():
+    from pytorch_grad_cam._checks import describe_images
+
+    assert describe_images([True] * 20).endswith(", ... (20 of 20)")
+    with collected_warnings():
+        assert describe_images([True] * 20) == "images " + ", ".join(map(str, range(20)))
+    relay = MessageRelay("GradCAM", "SESS", batch=2)
+    windows = [0] * 10 + [1] * 10  # inner items 0-9 come from image 0, 10-19 from image 1
+    with relay.part(windows):
+        warn(f"the maps of {describe_images([i < 9 for i in range(20)])} are all zero")
+    with pytest.warns(RuntimeWarning) as caught:
+        relay.emit()
+    assert [str(w.message) for w in caught] == ["the maps of image 0 are all zero"]
+
+
+def test_relay_keeps_the_cause_of_an_error():
+    cause = KeyError("scores")
+    relay = MessageRelay("GradCAM", "SESS", batch=3)
+    with pytest.raises(ValueError, match=r"targets\[2\] cannot read image 2") as info:
+        with relay.part([0, 2]):
+            raise ValueError("targets[1] cannot read image 1") from cause
+    assert info.value.__cause__ is cause

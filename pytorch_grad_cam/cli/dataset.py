@@ -304,11 +304,15 @@ def run_dataset(
             plan = ("", todo, label)
         except CliError as error:
             plan = (str(error), [], "")
+        except Exception as error:  # e.g. a full disk: the other ranks must not wait forever
+            if world == 1:
+                raise
+            plan = (f"rank 0 failed: {type(error).__name__}: {error}", [], "internal")
     failure, todo, label = _from_rank0(plan, world)
     if failure:  # every rank stops, with the same one line
         if world > 1:
             dist.destroy_process_group()
-        raise CliError(failure)
+        raise (RuntimeError if label == "internal" else CliError)(failure)
     mine = [(i, images[i]) for i in todo][rank::world]
     part = Manifest(out, f"manifest.part{rank}.jsonl") if world > 1 else manifest
     assert part is not None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import cv2
@@ -33,32 +34,32 @@ class OutputDir:
             what = "" if probe == self.path else f" ({probe} is a file)"
             raise CliError(f"--output-dir {str(self.path)!r} is not a directory{what}")
         self._try_writing()
-        self.mode = 0o666 & ~_umask()  # of the files written, as open() would make them
 
     def _try_writing(self) -> None:
         """Create the directory and a file in it, then remove what was created: permissions
-        (``os.access`` says yes to root), read-only file systems and /proc all fail here."""
+        (``os.access`` says yes to root), read-only file systems and /proc all fail here.
+
+        Under ``torchrun`` the ranks probe at once: directories are created if missing and
+        left for the run, so that one rank never removes a directory another is probing.
+        """
         missing = []
         directory = self.path
         while not directory.exists() and not directory.is_symlink():
             missing.append(directory)
             directory = directory.parent
-        created: list[Path] = []
         try:
-            for directory in reversed(missing):
-                directory.mkdir()
-                created.append(directory)
-            fd, probe = tempfile.mkstemp(dir=self.path, prefix=".grad-cam-probe.", suffix=".tmp")
-            os.close(fd)
-            os.unlink(probe)
+            self.path.mkdir(parents=True, exist_ok=True)
+            os.unlink(_new_file(self.path / ".grad-cam-probe", b""))
         except OSError as error:
             reason = error.strerror or str(error)
             raise CliError(
                 f"--output-dir {str(self.path)!r} cannot be written: {reason}"
             ) from error
         finally:
-            for directory in reversed(created):
-                directory.rmdir()
+            if int(os.environ.get("WORLD_SIZE", 1)) == 1:
+                for directory in missing:  # (deepest first)
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
 
     def create(self) -> Path:
         try:
@@ -90,17 +91,11 @@ class OutputDir:
         """Write ``data`` to ``relative`` atomically; a symlink there is replaced, not
         followed."""
         target = self.target(relative)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        tmp = _new_file(target.parent / f".{target.name}", data)
         try:
-            os.fchmod(fd, self.mode)  # mkstemp makes 0600 files
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.replace(tmp, target)
         except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            os.unlink(tmp)
             raise
         return target
 
@@ -115,10 +110,21 @@ class OutputDir:
         return self.write_bytes(relative, data.tobytes())
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _new_file(prefix: Path, data: bytes) -> Path:
+    """A new file ``<prefix>.<random>.tmp`` holding ``data`` (flushed to disk), created with
+    the mode ``open()`` gives (0666 less the umask), never through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    path = prefix.with_name(f"{prefix.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(path, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
