@@ -108,10 +108,18 @@ def checked_batch(
             "normalised as in its training: convert and normalise it first, e.g. "
             "(x.float() / 255 - mean) / std (preprocess_image does this for an HxWx3 image)"
         )
+    device = model_device(model)
+    if input_tensor.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds shapes but no values")
+    if device.type == "meta":
+        raise ValueError(
+            "the model is on the meta device, which holds shapes but no values: materialise "
+            "it first (model.to_empty(device=...), then load its weights)"
+        )
     if input_tensor.is_inference():
         input_tensor = input_tensor.clone()
     dtype = model_floating_dtype(model) or input_tensor.dtype
-    input_tensor = input_tensor.to(device=model_device(model), dtype=dtype)
+    input_tensor = input_tensor.to(device=device, dtype=dtype)
     if input_tensor.numel() and not bool(all_finite(input_tensor)):
         bad = (~torch.isfinite(input_tensor)).flatten(1).any(dim=1).tolist()
         raise ValueError(

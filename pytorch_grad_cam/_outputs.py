@@ -56,7 +56,7 @@ def select_image(outputs: Any, index: int, batch: int) -> Any:
     """
     if isinstance(outputs, torch.Tensor):
         return outputs[index] if outputs.ndim > 0 and outputs.shape[0] == batch else outputs
-    if isinstance(outputs, (list, tuple)) and len(outputs) == batch and _per_image(outputs):
+    if isinstance(outputs, (list, tuple)) and len(outputs) == batch and _per_image(outputs, batch):
         return outputs[index]
     tensors, rebuild = flatten_tensors(outputs)
     logits = getattr(outputs, "logits", None)
@@ -72,11 +72,17 @@ def select_image(outputs: Any, index: int, batch: int) -> Any:
         return {k: select_image(v, index, batch) for k, v in dict(outputs).items()}
 
 
-def _per_image(entries: list | tuple) -> bool:
+def _per_image(entries: list | tuple, batch: int) -> bool:
     """Whether a list/tuple of ``batch`` entries holds one entry per image: any list (grad-cam
-    iterates the output), or a tuple with a non-tensor entry (a tuple of tensors is taken as
-    batched tensors, e.g. ``(logits, aux)``)."""
-    return isinstance(entries, list) or not all(isinstance(e, torch.Tensor) for e in entries)
+    iterates the output), or a tuple with a non-tensor entry, unless it starts with a batched
+    tensor (a tuple of tensors, or one led by a batch of logits, is taken as batched outputs,
+    e.g. ``(logits, aux)`` or ``(logits, 0)``)."""
+    if isinstance(entries, list):
+        return True
+    first = entries[0]
+    if isinstance(first, torch.Tensor) and first.ndim > 0 and first.shape[0] == batch:
+        return False
+    return not all(isinstance(e, torch.Tensor) for e in entries)
 
 
 def describe_output(outputs: Any) -> str:

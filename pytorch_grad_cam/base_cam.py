@@ -306,8 +306,18 @@ class BaseCAM:
                 per_layer = self.compute_cam_per_layer(input_tensor, targets, eigen_smooth)
             else:
                 per_layer = self._cam_per_layer(input_tensor, targets, eigen_smooth)
+            normalised_layers = type(self).scale_layer_cam is BaseCAM.scale_layer_cam
             if layers_only:
-                return torch.cat([as_tensor(m, input_tensor.device) for m in per_layer], dim=1)
+                layer_maps = torch.cat([as_tensor(m, input_tensor.device) for m in per_layer], 1)
+                # checked like an output: each image's largest map over the layers
+                check_maps(
+                    self,
+                    state,
+                    layer_maps.amax(dim=1),
+                    normalised_layers=normalised_layers,
+                    normalised_output=normalised_layers,
+                )
+                return layer_maps
             if self._foreign("aggregate_multi_layers"):
                 per_layer = [as_numpy(cam) for cam in per_layer]
             maps = self.aggregate_multi_layers(per_layer)  # 5. aggregate
@@ -316,7 +326,7 @@ class BaseCAM:
                 self,
                 state,
                 maps,
-                normalised_layers=type(self).scale_layer_cam is BaseCAM.scale_layer_cam,
+                normalised_layers=normalised_layers,
                 normalised_output=not self._foreign("aggregate_multi_layers"),
             )
             return maps

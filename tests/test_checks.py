@@ -69,11 +69,18 @@ def test_checked_batch_casts_floats_and_keeps_the_values():
         (torch.zeros(1, 1, 3, 4, 4, 4), ValueError, r"\(B, C, H, W\) or \(B, C, D, H, W\)"),
         (torch.zeros(1, 3, 4, 4, dtype=torch.uint8), TypeError, "dtype torch.uint8"),
         (torch.zeros(1, 3, 4, 4, dtype=torch.complex64), TypeError, "floating-point"),
+        (torch.zeros(1, 3, 4, 4, device="meta"), ValueError, "input_tensor is on the meta device"),
     ],
 )
 def test_checked_batch_errors(value, error, match):
     with pytest.raises(error, match=match):
         checked_batch(value, conv_net())
+
+
+def test_a_model_on_the_meta_device_is_named():
+    model = conv_net().to("meta")
+    with pytest.raises(ValueError, match=r"the model is on the meta device.*to_empty"):
+        checked_batch(torch.zeros(1, 3, 4, 4), model)
 
 
 def test_checked_batch_names_the_argument_and_the_images_with_nan():

@@ -256,14 +256,17 @@ def test_written_files_get_the_usual_permissions(capsys, tmp_path, umask):
     assert {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
 
 
-def test_writes_never_follow_a_symlink_out_of_the_output_dir(capsys, tmp_path):
+@pytest.mark.parametrize("folder", ["maps", "overlays", "thumbs"])
+def test_writes_never_follow_a_symlink_out_of_the_output_dir(capsys, tmp_path, folder):
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
     elsewhere.mkdir()
-    (out / "maps").symlink_to(elsewhere, target_is_directory=True)
+    (out / folder).symlink_to(elsewhere, target_is_directory=True)
     status, _, err = run(capsys, "--demo", "--num-images", "2", "--output-dir", str(out))
-    assert status == 2 and "outside --output-dir" in err
+    assert status == 2 and "outside --output-dir" in err and len(err.strip().splitlines()) == 1
     assert list(elsewhere.iterdir()) == []
+    written = [p for p in out.rglob("*") if p.is_file() and "demo_images" not in p.parts]
+    assert written == []  # refused before any map was computed or written
 
 
 def test_a_corrupt_single_image_is_a_one_line_error(capsys, folder, tmp_path):

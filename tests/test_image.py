@@ -1,5 +1,7 @@
 """Tests for pytorch_grad_cam.utils.image."""
 
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -360,3 +362,21 @@ def test_deprocess_image_names_non_finite_values():
     img[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="img contains NaN or Inf values"):
         deprocess_image(img)
+
+
+def test_deprocess_image_names_an_empty_image():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clear error, not numpy's "mean of empty slice"
+        with pytest.raises(ValueError, match=r"img is empty \(shape \(0, 0, 3\)\)"):
+            deprocess_image(np.zeros((0, 0, 3)))
+
+
+def test_show_cam_on_image_checks_the_colormap():
+    img, mask = np.zeros((4, 5, 3), np.float32), np.ones((4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"colormap must be one of OpenCV's .*COLORMAP_JET.*999"):
+        show_cam_on_image(img, mask, colormap=999)
+    viridis = show_cam_on_image(img, mask, colormap=cv2.COLORMAP_VIRIDIS, image_weight=0.0)
+    lookup = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, axis=2)  # greys
+    grey = show_cam_on_image(img, mask, colormap=lookup, image_weight=0.0)
+    assert viridis.shape == grey.shape == (4, 5, 3)
+    assert (grey == 255).all() and not (viridis == 255).all()

@@ -175,6 +175,7 @@ def test_an_empty_batch_gives_empty_scores_without_running_the_model(case, metri
     try:
         got = metric()(x[:0], cams[:0], [ClassifierOutputTarget(0)], model)
         scores, images = metric()(x[:0], cams[:0], [0], model, return_visualization=True)
+        assert metric()(x[:0], cams[:0], [], model).shape == (0,)  # no image, no target
     finally:
         handle.remove()
     assert got.shape == (0,) and got.dtype == np.float32 and scores.shape == (0,)

@@ -78,6 +78,12 @@ def test_select_image_of_result_objects_and_structures():
     first, second = select_image((logits, aux), 1, 3)  # a tuple of batched tensors: sliced
     torch.testing.assert_close(first, logits[1])
     assert second.item() == 1.0
+    # batched logits with a non-tensor extra, as long as the batch: still batched outputs
+    first, extra = select_image((logits[:2], 0), 1, 2)
+    torch.testing.assert_close(first, logits[1])
+    assert extra == 0
+    # per-image results in a tuple (not led by a batched tensor): one entry per image
+    assert select_image((Result(0), Result(1)), 1, 2).score == 1
     sliced = select_image({"logits": logits, "n": 3}, 0, 3)
     torch.testing.assert_close(sliced["logits"], logits[0])
 

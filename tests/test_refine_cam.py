@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_two_layer_case, minmax, postprocess, project
+from torch import nn
 
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, RefineCAM, ScoreCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 
 def grad_cam_raw(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
@@ -70,3 +72,22 @@ def test_compute_stays_in_torch_and_bad_base_method_is_named():
     assert isinstance(maps, torch.Tensor) and maps.shape == (2, 8, 12)
     with pytest.raises(TypeError, match="base_method must be a BaseCAM subclass"):
         RefineCAM(case.model, case.layers, base_method=GradCAM(case.model, case.layers))
+
+
+def test_a_zero_gradient_is_told_in_refine_cams_terms():
+    from snapshot import expect_clean_warning
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    ).eval()
+    with torch.no_grad():
+        model[4].weight.zero_()  # the scores do not change with the layers: zero gradients
+    got = expect_clean_warning(
+        model,
+        lambda: RefineCAM(model, [model[0], model[1]], base_method=GradCAM)(
+            torch.rand(2, 3, 10, 10), [ClassifierOutputTarget(1)]
+        ),
+        r"the gradient of the targets at target_layers\[\d\] .* is exactly zero",
+    )
+    assert got.max() == 0

@@ -301,6 +301,7 @@ def run_dataset(
             manifest = Manifest(out, MANIFEST)
             _merge_parts(out, manifest, position)  # what the ranks of an interrupted run wrote
             todo, label = _prepare(manifest, images, requests, explainer, args.overwrite)
+            out.check_inside(*(f"{folder}/{label}" for folder in ("maps", "overlays", "thumbs")))
             plan = ("", todo, label)
         except CliError as error:
             plan = (str(error), [], "")

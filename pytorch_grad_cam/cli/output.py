@@ -82,6 +82,16 @@ class OutputDir:
         self._check_inside(parent, target)
         return target
 
+    def check_inside(self, *relatives: str) -> None:
+        """Refuse now, before any work, folders under the directory (e.g. a symlinked
+        ``overlays/``) whose real location is outside it; writes check again."""
+        self.create()
+        for relative in relatives:
+            target = existing = self.path / relative
+            while not existing.exists() and existing != self.path:
+                existing = existing.parent
+            self._check_inside(existing, target)
+
     def _check_inside(self, directory: Path, target: Path) -> None:
         real = directory.resolve()
         if real != self.root and self.root not in real.parents:

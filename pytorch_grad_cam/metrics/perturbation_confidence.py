@@ -289,10 +289,9 @@ def prepare_inputs(
         raise ValueError(
             "targets is required: one target per image, e.g. [ClassifierOutputSoftmaxTarget(k)]"
         )
-    targets = resolve_targets(targets)
-    if len(images):
-        targets = broadcast_targets(targets, len(images))
-    return images, cam_t, targets
+    if not len(images):  # nothing to score: no targets ([]) is as good as one for all
+        return images, cam_t, [] if isinstance(targets, (list, tuple)) else resolve_targets(targets)
+    return images, cam_t, broadcast_targets(resolve_targets(targets), len(images))
 
 
 def target_scores(

@@ -162,6 +162,8 @@ def deprocess_image(img: np.ndarray) -> np.ndarray:
         uint8 array of the same shape.
     """
     arr = _to_numpy(img).astype(np.float64)
+    if not arr.size:
+        raise ValueError(f"img is empty (shape {arr.shape}); it needs at least one value")
     if not np.isfinite(arr).all():
         raise ValueError(
             "img contains NaN or Inf values; deprocess_image would turn them into a black "
@@ -171,6 +173,10 @@ def deprocess_image(img: np.ndarray) -> np.ndarray:
     arr = arr / (arr.std() + 1e-5)
     arr = np.clip(arr * 0.1 + 0.5, 0, 1)
     return np.uint8(arr * 255)
+
+
+# OpenCV's colour maps by value (``show_cam_on_image`` also takes a 256-entry lookup table)
+_COLORMAPS = {getattr(cv2, name): name for name in dir(cv2) if name.startswith("COLORMAP_")}
 
 
 def _check_overlay_inputs(img: np.ndarray, mask: np.ndarray, image_weight: float) -> None:
@@ -229,6 +235,9 @@ def show_cam_on_image(
         mask_a = mask_a[0]
     mask_a = mask_a.astype(np.float32)
     _check_overlay_inputs(img_a, mask_a, float(image_weight))
+    if not isinstance(colormap, np.ndarray) and colormap not in _COLORMAPS:
+        names = ", ".join(f"cv2.{name}" for name in sorted(_COLORMAPS.values()))
+        raise ValueError(f"colormap must be one of OpenCV's ({names}); got {colormap!r}")
     mask_a = np.clip(mask_a, 0.0, 1.0)
 
     heatmap = cv2.applyColorMap(np.uint8(255 * mask_a), colormap)
