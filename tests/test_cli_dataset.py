@@ -400,3 +400,24 @@ def test_under_torchrun_any_failure_of_rank_0_is_sent_to_every_rank(monkeypatch,
     with pytest.raises(RuntimeError, match="rank 0 failed: OSError: .*No space left on device"):
         main([*argv, "--output-dir", str(tmp_path / "out")])
     assert len(sent) == 1 and "No space left on device" in sent[0][0]
+
+
+def test_under_torchrun_a_failing_rank_still_meets_the_others(monkeypatch, folder, tmp_path):
+    """A rank whose writing fails (here rank 1 of 2, the process group mocked) passes both
+    barriers the others wait at, then raises its error."""
+    steps = []
+
+    def failing_write(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli_dataset, "_start_distributed", lambda device: (1, 2))
+    monkeypatch.setattr(cli_dataset, "_from_rank0", lambda value, world: ("", [0, 1, 2, 3], "x"))
+    monkeypatch.setattr(cli_dataset, "_barrier", lambda world: steps.append("barrier"))
+    monkeypatch.setattr(
+        cli_dataset.dist, "destroy_process_group", lambda: steps.append("destroyed")
+    )
+    monkeypatch.setattr(cli_dataset, "_write_one", failing_write)
+    argv = ["--image-path", str(folder), *MODEL, "--workers", "0", "--no-progress"]
+    with pytest.raises(OSError, match="No space left on device"):
+        main([*argv, "--output-dir", str(tmp_path / "out")])
+    assert steps == ["barrier", "barrier", "destroyed"]

@@ -309,11 +309,11 @@ def run_dataset(
             if world == 1:
                 raise
             plan = (f"rank 0 failed: {type(error).__name__}: {error}", [], "internal")
-    failure, todo, label = _from_rank0(plan, world)
-    if failure:  # every rank stops, with the same one line
+    refused, todo, label = _from_rank0(plan, world)
+    if refused:  # every rank stops, with the same one line
         if world > 1:
             dist.destroy_process_group()
-        raise (RuntimeError if label == "internal" else CliError)(failure)
+        raise (RuntimeError if label == "internal" else CliError)(refused)
     mine = [(i, images[i]) for i in todo][rank::world]
     part = Manifest(out, f"manifest.part{rank}.jsonl") if world > 1 else manifest
     assert part is not None
@@ -338,22 +338,36 @@ def run_dataset(
     # Under torchrun the bar is rank 0's: its share of the images, and labelled so.
     desc = explainer.method if world == 1 else f"{explainer.method}, rank 0 of {world}"
     bar_options = {"unit": "image", "disable": not show, "file": sys.stderr}
+    # Under torchrun a rank that fails still meets the others at both barriers (so none waits
+    # for it), then raises; what was written stays, and a rerun resumes.
+    failure: Exception | None = None
     try:
         with tqdm(total=len(mine), desc=desc, **bar_options) as bar:
             for batch in _explain_batches(loader, mine, requests, explainer, write, device):
                 part.append(sorted(batch, key=position))
                 bar.update(len({r["image"] for r in batch}))
+    except Exception as error:
+        if world == 1:
+            raise
+        failure = error
     finally:
         cv2.setNumThreads(opencv_threads)
     _barrier(world)
     records: list[dict[str, Any]] = []
-    if manifest is not None:
-        _merge_parts(out, manifest, position)
-        records = manifest.records
-        out.write_text("index.html", gallery_html(title, latest_records(records)))
+    if manifest is not None and failure is None:
+        try:
+            _merge_parts(out, manifest, position)
+            records = manifest.records
+            out.write_text("index.html", gallery_html(title, latest_records(records)))
+        except Exception as error:
+            if world == 1:
+                raise
+            failure = error
     _barrier(world)
     if world > 1:
         dist.destroy_process_group()
+    if failure is not None:
+        raise failure
     return records
 
 
